@@ -1,0 +1,1 @@
+"""Benchmarks for locshare: ``python -m benchmarks --help``."""

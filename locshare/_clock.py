@@ -1,0 +1,60 @@
+"""Wall-clock time and RFC 3339 formatting.
+
+Two clocks exist in locshare and are never mixed:
+
+* *monotonic* time (``trio.current_time()``) drives everything that waits: location
+  retention, flush timers, slow-client timeouts, session deadlines.  Tests replace it
+  with trio's ``MockClock``/``autojump_clock``.
+* *wall* time (this module) is what leaves the process: RFC 3339 timestamps in the
+  API, ``expires_at`` and ``last_activity`` in the database.  :class:`WallClock` has an
+  ``offset_s`` so integration tests can move "now" forward (expiry, inactivity)
+  without sleeping.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+
+class WallClock:
+    """Seconds since the epoch, shiftable by tests."""
+
+    def __init__(self, offset_s: float = 0.0) -> None:
+        self.offset_s = offset_s
+
+    def now(self) -> float:
+        return time.time() + self.offset_s
+
+    def now_dt(self) -> datetime:
+        return datetime.fromtimestamp(self.now(), UTC)
+
+    def advance(self, seconds: float) -> None:
+        self.offset_s += seconds
+
+
+def rfc3339(ts: float | datetime | None, *, micros: bool = False) -> str | None:
+    """Format epoch seconds or an aware datetime as RFC 3339 UTC.
+
+    Millisecond precision, or microseconds with ``micros`` (location timestamps, so a
+    client's own stamp comes back unchanged and latency can be measured from it).
+    """
+    if ts is None:
+        return None
+    dt = ts.astimezone(UTC) if isinstance(ts, datetime) else datetime.fromtimestamp(ts, UTC)
+    fraction = f"{dt.microsecond:06d}" if micros else f"{dt.microsecond // 1000:03d}"
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + fraction + "Z"
+
+
+def parse_rfc3339(text: str) -> float:
+    """Parse an RFC 3339 timestamp to epoch seconds; raise ``ValueError`` if it is not one.
+
+    A timezone is required (``Z`` or ``+hh:mm``): a naive timestamp is ambiguous.
+    """
+    if not isinstance(text, str) or not 10 < len(text) <= 40 or text[10] not in "Tt ":
+        raise ValueError("not an RFC 3339 timestamp")
+    candidate = text[:-1] + "+00:00" if text[-1] in "Zz" else text
+    dt = datetime.fromisoformat(candidate)
+    if dt.tzinfo is None:
+        raise ValueError("timestamp needs a timezone (Z or +hh:mm)")
+    return dt.timestamp()

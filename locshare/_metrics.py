@@ -1,0 +1,132 @@
+"""Prometheus metrics at ``GET /metrics``.
+
+The hot path only adds to plain integers (:class:`~locshare._stats.HubStats`); this
+collector turns them into metric families when Prometheus scrapes.  Each server has
+its own registry, so several servers can live in one process (tests).
+
+Privacy rule: labels are only ``code`` (an error code), ``method``, ``route`` (the URL
+rule template, never the URL) and ``status``.  No location, name, token or session id
+ever becomes a label or a value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import (
+    CollectorRegistry,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from ._stats import DURATION_BUCKETS_S, Histogram
+
+if TYPE_CHECKING:
+    from ._hub import Hub
+
+_METHODS = frozenset({"GET", "POST", "DELETE", "PUT", "PATCH", "HEAD", "OPTIONS"})
+
+COUNTERS: dict[str, tuple[str, str]] = {
+    # metric name (without _total): (HubStats attribute, help)
+    "locshare_updates_received": ("updates_received", "Location updates accepted from clients."),
+    "locshare_frames_sent": ("frames_sent", "WebSocket frames written to clients."),
+    "locshare_bytes_sent": ("bytes_sent", "Payload bytes written to clients."),
+    "locshare_deliveries": (
+        "deliveries",
+        "Location frames queued to recipients (one per recipient per flush).",
+    ),
+    "locshare_evictions": ("evictions", "Locations forgotten after the retention period."),
+    "locshare_viewport_hints": ("hints_sent", "Viewport hints queued to clients."),
+    "locshare_rate_limited": (
+        "rate_limited",
+        "Requests, connections or messages refused by an abuse limit.",
+    ),
+    "locshare_slow_disconnects": ("slow_disconnects", "Clients disconnected for not reading."),
+    "locshare_session_crashes": ("session_crashes", "Session actors that failed unexpectedly."),
+    "locshare_connections_opened": (
+        "connections_opened",
+        "WebSocket connections attached to a session.",
+    ),
+}
+
+
+class _HubCollector(Collector):
+    def __init__(self, hub: Hub, http: dict[tuple[str, str, str], Histogram]) -> None:
+        self._hub = hub
+        self._http = http
+
+    def collect(self) -> Iterator[Metric]:
+        hub = self._hub
+        stats = hub.stats
+        yield GaugeMetricFamily(
+            "locshare_sessions_active", "Live sessions in memory.", value=len(hub.sessions)
+        )
+        yield GaugeMetricFamily(
+            "locshare_connections", "Open WebSocket connections.", value=hub.connection_count()
+        )
+        yield GaugeMetricFamily(
+            "locshare_participants", "Participants of the live sessions.", value=hub.member_count()
+        )
+        for name, (attribute, text) in COUNTERS.items():
+            yield CounterMetricFamily(name, text, value=getattr(stats, attribute))
+        errors = CounterMetricFamily(
+            "locshare_errors", "Errors answered to clients, by code.", labels=["code"]
+        )
+        for code, count in sorted(stats.errors.items()):
+            errors.add_metric([code], count)
+        yield errors
+        yield _histogram(
+            "locshare_flush_duration_seconds",
+            "Time to encode and queue one session's batched locations.",
+            stats.flush_seconds,
+        )
+        yield _histogram(
+            "locshare_fanout_latency_seconds",
+            "From a flush to its frame being written to a client socket.",
+            stats.fanout_seconds,
+        )
+        requests = HistogramMetricFamily(
+            "locshare_http_request_duration_seconds",
+            "REST request duration.",
+            labels=["method", "route", "status"],
+        )
+        for (method, route, status), histogram in sorted(self._http.items()):
+            requests.add_metric([method, route, status], histogram.cumulative(), histogram.total)
+        yield requests
+
+
+def _histogram(name: str, text: str, histogram: Histogram) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, text)
+    family.add_metric([], histogram.cumulative(), histogram.total)
+    return family
+
+
+class Metrics:
+    """One server's registry: the hub collector, REST timings, process metrics."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self._http: dict[tuple[str, str, str], Histogram] = {}
+        self.registry.register(_HubCollector(hub, self._http))
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        # Bounded label values: unknown methods fold into one, routes are templates.
+        key = (method if method in _METHODS else "OTHER", route, str(status))
+        histogram = self._http.get(key)
+        if histogram is None:
+            histogram = self._http[key] = Histogram(DURATION_BUCKETS_S)
+        histogram.observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,643 @@
+"""PostgreSQL storage: the only module that imports asyncpg or trio-asyncio.
+
+Resource handling:
+    :meth:`PostgresStorage.open` is an async context manager that opens a trio-asyncio
+    loop, creates one asyncpg pool inside it and closes both on exit.  Every call is
+    bridged with ``aio_as_trio(..., loop=self._loop)``: the loop is passed explicitly,
+    so callers in any task (hypercorn's request tasks, session actors, pytest fixtures)
+    reach it without depending on context variables.
+
+Errors:
+    Driver and network failures become :class:`StorageUnavailable` at this boundary;
+    any other database error becomes :class:`StorageError`.  Nothing from asyncpg
+    escapes.
+
+Cost:
+    Each bridged call costs about 250 us of CPU on this machine (trio-asyncio runs one
+    asyncio callback per trio scheduling round), against about 60 us for the same query
+    on a plain asyncio loop; see docs/design.md.  So every operation here is one
+    statement and one bridge crossing, and the hot operations are batched: requests
+    that arrive while a call is in flight share the next call (:class:`Batcher`).
+
+Atomicity of join:
+    Capacity is enforced by a single-row ``UPDATE sessions ... WHERE participant_count
+    < max_participants`` before each ``INSERT`` (in ``locshare_join_many``, migration
+    0002).  PostgreSQL re-evaluates the ``WHERE`` on the newest row version after
+    waiting for a concurrent update of the same row, so N concurrent joins into k free
+    places admit exactly k, whether they share a batch or not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.resources
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+import asyncpg
+import trio
+import trio_asyncio
+
+from ._model import JoinOutcome, JoinStatus, ParticipantRecord, SessionRecord
+from .errors import StorageError, StorageUnavailable
+
+T = TypeVar("T")
+
+_MIGRATION_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_MIGRATION_LOCK_KEY = 0x10C5_4A2E
+
+_UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.CannotConnectNowError,
+)
+_CONNECT_ERRORS: tuple[type[BaseException], ...] = (trio.TooSlowError, *_UNAVAILABLE_ERRORS)
+
+
+def _dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def _session(row: Mapping[str, Any]) -> SessionRecord:
+    return SessionRecord(
+        id=row["id"],
+        name=row["name"],
+        created_at=row["created_at"].timestamp(),
+        expires_at=row["expires_at"].timestamp(),
+        creator_secret_hash=bytes(row["creator_secret_hash"]),
+        max_participants=row["max_participants"],
+        is_active=row["is_active"],
+        ended_reason=row["ended_reason"],
+        last_activity=row["last_activity"].timestamp(),
+        participant_count=row["participant_count"],
+    )
+
+
+def _participant(row: Mapping[str, Any]) -> ParticipantRecord:
+    return ParticipantRecord(
+        id=row["id"],
+        session_id=row["session_id"],
+        display_name=row["display_name"],
+        avatar_color=row["avatar_color"],
+        joined_at=row["joined_at"].timestamp(),
+        last_seen=row["last_seen"].timestamp(),
+        is_active=row["is_active"],
+        left_reason=row["left_reason"],
+    )
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, name, sql) of every packaged migration, in order."""
+    found = []
+    for entry in importlib.resources.files("locshare.migrations").iterdir():
+        match = _MIGRATION_RE.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), match.group(2), entry.read_text(encoding="utf-8")))
+    found.sort()
+    versions = [v for v, _, _ in found]
+    if versions != list(range(1, len(versions) + 1)):
+        raise StorageError(f"migration versions must be 1..n without gaps, found {versions}")
+    return found
+
+
+async def _no_reset(_connection: asyncpg.Connection) -> None:
+    # The default reset runs "RESET ALL; UNLISTEN *; ..." on every release: one more
+    # round trip per call.  locshare never changes session state (no SET, LISTEN or
+    # session-level advisory locks), so there is nothing to reset.
+    return None
+
+
+_SESSION_COLUMNS = (
+    "id, name, created_at, expires_at, creator_secret_hash, max_participants, is_active, "
+    "ended_reason, last_activity, participant_count"
+)
+_PARTICIPANT_COLUMNS = (
+    "id, session_id, display_name, avatar_color, joined_at, last_seen, is_active, left_reason"
+)
+
+_LEAVE_SQL = """
+WITH gone AS (
+    UPDATE participants SET is_active = false, left_reason = $3, last_seen = $4
+     WHERE id = $2 AND session_id = $1 AND is_active
+ RETURNING session_id
+)
+UPDATE sessions SET participant_count = participant_count - 1, last_activity = $4
+  FROM gone WHERE sessions.id = gone.session_id
+RETURNING sessions.id
+"""
+
+_SWEEP_SQL = """
+UPDATE sessions
+   SET is_active = false, ended_at = $1,
+       ended_reason = CASE WHEN expires_at <= $1 THEN 'expired' ELSE 'inactive' END
+ WHERE is_active AND (expires_at <= $1 OR last_activity <= $2)
+RETURNING id, ended_reason
+"""
+
+
+Req = TypeVar("Req")
+Res = TypeVar("Res")
+
+
+class _Slot(Generic[Res]):
+    __slots__ = ("done", "error", "result")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.result: Res | None = None
+        self.error: BaseException | None = None
+
+
+class Batcher(Generic[Req, Res]):
+    """Group commit: requests that arrive while a batch is in flight share the next one.
+
+    At low load a request goes out alone at once (no added delay); under load, one
+    bridge crossing and one round trip serve up to ``max_batch`` requests.  The queue
+    is a bounded memory channel, so a database slower than the load applies
+    backpressure to the callers instead of growing a buffer.
+    """
+
+    def __init__(
+        self,
+        run_batch: Callable[[list[Req]], Awaitable[list[Res]]],
+        *,
+        max_batch: int = 64,
+        capacity: int = 1024,
+    ) -> None:
+        self._run_batch = run_batch
+        self._max_batch = max_batch
+        self._send, self._receive = trio.open_memory_channel[tuple[Req, _Slot[Res]]](capacity)
+
+    async def submit(self, request: Req) -> Res:
+        slot: _Slot[Res] = _Slot()
+        await self._send.send((request, slot))
+        await slot.done.wait()
+        if slot.error is not None:
+            raise slot.error
+        return slot.result  # type: ignore[return-value]
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        batch: list[tuple[Req, _Slot[Res]]] = []
+        try:
+            async for first in self._receive:
+                batch = [first]
+                while len(batch) < self._max_batch:
+                    try:
+                        batch.append(self._receive.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                try:
+                    results = await self._run_batch([request for request, _ in batch])
+                except Exception as exc:
+                    for _, slot in batch:
+                        slot.error = exc
+                else:
+                    for (_, slot), result in zip(batch, results, strict=True):
+                        slot.result = result
+                for _, slot in batch:
+                    slot.done.set()
+                batch = []
+        finally:
+            # Closing down: nobody may wait forever.
+            while True:
+                try:
+                    batch.append(self._receive.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                    break
+            for _, slot in batch:
+                if not slot.done.is_set():
+                    slot.error = StorageUnavailable("storage is closing")
+                    slot.done.set()
+
+
+@dataclass(frozen=True, slots=True)
+class _JoinRequest:
+    session_id: uuid.UUID
+    participant_id: uuid.UUID
+    display_name: str
+    avatar_color: str
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class _CreateRequest:
+    session_id: uuid.UUID
+    name: str
+    now: float
+    expires_at: float
+    creator_secret_hash: bytes
+    max_participants: int
+
+
+class PostgresStorage:
+    """asyncpg pool behind trio-asyncio.  Implements :class:`locshare._model.Storage`.
+
+    Hot operations (create, join, and the two single-row reads used by every REST
+    request) go through :class:`Batcher`; see the module docstring for why.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, loop: Any, timeout_s: float) -> None:
+        self._pool = pool
+        self._loop = loop
+        self._timeout_s = timeout_s
+        self._joins = Batcher(self._join_batch)
+        self._creates = Batcher(self._create_batch)
+        self._session_reads = Batcher(self._get_sessions)
+        self._participant_reads = Batcher(self._get_participants)
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls, url: str, *, pool_size: int = 10, timeout_s: float = 5.0
+    ) -> AsyncIterator[PostgresStorage]:
+        """Connect (raising :class:`StorageUnavailable` if the server cannot be reached).
+
+        The failure to connect is raised *after* the trio-asyncio loop has closed, so
+        callers get the plain exception rather than one wrapped in the loop's nursery's
+        exception groups.
+        """
+        failure: StorageUnavailable | None = None
+        async with trio_asyncio.open_loop() as loop:
+            try:
+                with trio.fail_after(timeout_s * 2):
+                    pool = await trio_asyncio.aio_as_trio(asyncpg.create_pool, loop=loop)(
+                        url,
+                        min_size=1,
+                        max_size=pool_size,
+                        reset=_no_reset,
+                        timeout=timeout_s,
+                        command_timeout=timeout_s,
+                    )
+            except _CONNECT_ERRORS as exc:
+                failure = StorageUnavailable(
+                    f"cannot connect to the database: {type(exc).__name__}"
+                )
+                failure.__cause__ = exc
+            except asyncpg.PostgresError as exc:
+                failure = StorageUnavailable(f"the database refused the connection: {exc}")
+                failure.__cause__ = exc
+            if failure is None:
+                async with cls._serve(pool, loop, timeout_s) as storage:
+                    yield storage
+        if failure is not None:
+            raise failure
+
+    @classmethod
+    @asynccontextmanager
+    async def _serve(
+        cls, pool: asyncpg.Pool, loop: Any, timeout_s: float
+    ) -> AsyncIterator[PostgresStorage]:
+        try:
+            storage = cls(pool, loop, timeout_s)
+            async with trio.open_nursery() as nursery:
+                for batcher in (
+                    storage._joins,
+                    storage._creates,
+                    storage._session_reads,
+                    storage._participant_reads,
+                ):
+                    await nursery.start(batcher.run)
+                try:
+                    yield storage
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            with trio.move_on_after(timeout_s) as scope:
+                scope.shield = True
+                try:
+                    await trio_asyncio.aio_as_trio(pool.close, loop=loop)()
+                except Exception:
+                    pool.terminate()
+            if scope.cancelled_caught:
+                pool.terminate()
+
+    # --- plumbing ---------------------------------------------------------------------
+    async def _run(self, job: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run an asyncio-flavoured ``job(connection, *args)`` with one pooled connection."""
+        timeout_s = self._timeout_s
+
+        async def with_connection() -> T:
+            try:
+                async with self._pool.acquire(timeout=timeout_s) as connection:
+                    return await job(connection, *args)
+            except _UNAVAILABLE_ERRORS:
+                # The pooled connections are probably all dead (the server restarted):
+                # replace them on next use instead of failing once per connection.
+                await self._pool.expire_connections()
+                raise
+
+        try:
+            with trio.fail_after(timeout_s * 2):
+                result: T = await trio_asyncio.aio_as_trio(with_connection, loop=self._loop)()
+                return result
+        except trio.TooSlowError as exc:
+            raise StorageUnavailable("the database did not answer in time") from exc
+        except _UNAVAILABLE_ERRORS as exc:
+            raise StorageUnavailable(f"the database is unavailable ({type(exc).__name__})") from exc
+        except asyncpg.PostgresError as exc:
+            raise StorageError(f"database error {exc.sqlstate}: {type(exc).__name__}") from exc
+
+    # --- schema -----------------------------------------------------------------------
+    async def migrate(self) -> list[int]:
+        """Apply pending migrations; return the versions applied now (idempotent)."""
+        pending = migrations()
+
+        async def job(con: asyncpg.Connection) -> list[int]:
+            applied_now: list[int] = []
+            async with con.transaction():
+                await con.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK_KEY)
+                await con.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                    " version integer PRIMARY KEY, name text NOT NULL,"
+                    " checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+                done = {
+                    r["version"]: r["checksum"]
+                    for r in await con.fetch("SELECT version, checksum FROM schema_migrations")
+                }
+                for version, name, sql in pending:
+                    checksum = hashlib.sha256(sql.encode()).hexdigest()
+                    if version in done:
+                        if done[version] != checksum:
+                            raise StorageError(
+                                f"migration {version:04d}_{name} changed after it was applied"
+                            )
+                        continue
+                    await con.execute(sql)
+                    await con.execute(
+                        "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                        version,
+                        name,
+                        checksum,
+                    )
+                    applied_now.append(version)
+            return applied_now
+
+        return await self._run(job)
+
+    async def applied_migrations(self) -> list[int]:
+        async def job(con: asyncpg.Connection) -> list[int]:
+            return [
+                r["version"]
+                for r in await con.fetch("SELECT version FROM schema_migrations ORDER BY version")
+            ]
+
+        return await self._run(job)
+
+    async def ping(self) -> None:
+        async def job(con: asyncpg.Connection) -> None:
+            await con.fetchval("SELECT 1")
+
+        await self._run(job)
+
+    # --- sessions ---------------------------------------------------------------------
+    async def create_session(
+        self,
+        *,
+        session_id: uuid.UUID,
+        name: str,
+        now: float,
+        expires_at: float,
+        creator_secret_hash: bytes,
+        max_participants: int,
+    ) -> SessionRecord:
+        return await self._creates.submit(
+            _CreateRequest(session_id, name, now, expires_at, creator_secret_hash, max_participants)
+        )
+
+    async def _create_batch(self, requests: list[_CreateRequest]) -> list[SessionRecord]:
+        async def job(con: asyncpg.Connection) -> list[SessionRecord]:
+            rows = await con.fetch(
+                f"INSERT INTO sessions (id, name, created_at, expires_at, creator_secret_hash,"
+                f" max_participants, is_active, last_activity)"
+                f" SELECT id, name, created, expires, secret, maxp, true, created"
+                f" FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[],"
+                f" $5::bytea[], $6::smallint[]) AS t(id, name, created, expires, secret, maxp)"
+                f" RETURNING {_SESSION_COLUMNS}",
+                [r.session_id for r in requests],
+                [r.name for r in requests],
+                [_dt(r.now) for r in requests],
+                [_dt(r.expires_at) for r in requests],
+                [r.creator_secret_hash for r in requests],
+                [r.max_participants for r in requests],
+            )
+            by_id = {row["id"]: _session(row) for row in rows}
+            return [by_id[r.session_id] for r in requests]
+
+        return await self._run(job)
+
+    async def get_session(self, session_id: uuid.UUID) -> SessionRecord | None:
+        return await self._session_reads.submit(session_id)
+
+    async def _get_sessions(self, ids: list[uuid.UUID]) -> list[SessionRecord | None]:
+        async def job(con: asyncpg.Connection) -> list[SessionRecord | None]:
+            rows = await con.fetch(
+                f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ANY($1::uuid[])", ids
+            )
+            by_id = {row["id"]: _session(row) for row in rows}
+            return [by_id.get(i) for i in ids]
+
+        return await self._run(job)
+
+    async def join(
+        self,
+        *,
+        session_id: uuid.UUID,
+        participant_id: uuid.UUID,
+        display_name: str,
+        avatar_color: str,
+        now: float,
+    ) -> JoinOutcome:
+        return await self._joins.submit(
+            _JoinRequest(session_id, participant_id, display_name, avatar_color, now)
+        )
+
+    async def _join_batch(self, requests: list[_JoinRequest]) -> list[JoinOutcome]:
+        """One call of ``locshare_join_many`` (migration 0002) for the whole batch."""
+        now = max(r.now for r in requests)
+
+        async def job(con: asyncpg.Connection) -> list[JoinOutcome]:
+            rows = await con.fetch(
+                "SELECT o_ord, o_status, o_session FROM locshare_join_many($1, $2, $3, $4, $5)",
+                [r.participant_id for r in requests],
+                [r.session_id for r in requests],
+                [r.display_name for r in requests],
+                [r.avatar_color for r in requests],
+                _dt(now),
+            )
+            outcomes: list[JoinOutcome] = [JoinOutcome(JoinStatus.NOT_FOUND)] * len(requests)
+            for row in rows:
+                index = row["o_ord"] - 1
+                status = JoinStatus(row["o_status"])
+                record = None if status is JoinStatus.NOT_FOUND else _session(row["o_session"])
+                participant = None
+                if status is JoinStatus.JOINED:
+                    request = requests[index]
+                    participant = ParticipantRecord(
+                        id=request.participant_id,
+                        session_id=request.session_id,
+                        display_name=request.display_name,
+                        avatar_color=request.avatar_color,
+                        joined_at=now,
+                        last_seen=now,
+                        is_active=True,
+                        left_reason=None,
+                    )
+                outcomes[index] = JoinOutcome(status, record, participant)
+            return outcomes
+
+        return await self._run(job)
+
+    async def leave(
+        self, *, session_id: uuid.UUID, participant_id: uuid.UUID, reason: str, now: float
+    ) -> bool:
+        async def job(con: asyncpg.Connection) -> bool:
+            return (
+                await con.fetchval(_LEAVE_SQL, session_id, participant_id, reason, _dt(now))
+                is not None
+            )
+
+        return await self._run(job)
+
+    async def end_session(self, *, session_id: uuid.UUID, reason: str, now: float) -> bool:
+        async def job(con: asyncpg.Connection) -> bool:
+            ended = await con.fetchval(
+                "UPDATE sessions SET is_active = false, ended_reason = $2, ended_at = $3"
+                " WHERE id = $1 AND is_active RETURNING id",
+                session_id,
+                reason,
+                _dt(now),
+            )
+            return ended is not None
+
+        return await self._run(job)
+
+    # --- participants -----------------------------------------------------------------
+    async def get_participant(
+        self, session_id: uuid.UUID, participant_id: uuid.UUID
+    ) -> ParticipantRecord | None:
+        found = await self._participant_reads.submit(participant_id)
+        return found if found is not None and found.session_id == session_id else None
+
+    async def _get_participants(self, ids: list[uuid.UUID]) -> list[ParticipantRecord | None]:
+        async def job(con: asyncpg.Connection) -> list[ParticipantRecord | None]:
+            rows = await con.fetch(
+                f"SELECT {_PARTICIPANT_COLUMNS} FROM participants WHERE id = ANY($1::uuid[])", ids
+            )
+            by_id = {row["id"]: _participant(row) for row in rows}
+            return [by_id.get(i) for i in ids]
+
+        return await self._run(job)
+
+    async def list_participants(self, session_id: uuid.UUID) -> list[ParticipantRecord]:
+        async def job(con: asyncpg.Connection) -> list[ParticipantRecord]:
+            rows = await con.fetch(
+                f"SELECT {_PARTICIPANT_COLUMNS} FROM participants WHERE session_id = $1"
+                " ORDER BY is_active DESC, joined_at, id",
+                session_id,
+            )
+            return [_participant(r) for r in rows]
+
+        return await self._run(job)
+
+    # --- housekeeping -----------------------------------------------------------------
+    async def record_activity(
+        self,
+        sessions: Mapping[uuid.UUID, float],
+        participants: Mapping[uuid.UUID, float],
+    ) -> None:
+        """Persist last-activity / last-seen times in two batched statements."""
+        if not sessions and not participants:
+            return
+
+        async def job(con: asyncpg.Connection) -> None:
+            if sessions:
+                await con.execute(
+                    "UPDATE sessions s SET last_activity = GREATEST(s.last_activity, v.ts)"
+                    " FROM unnest($1::uuid[], $2::timestamptz[]) AS v(id, ts)"
+                    " WHERE s.id = v.id AND s.is_active",
+                    list(sessions),
+                    [_dt(t) for t in sessions.values()],
+                )
+            if participants:
+                await con.execute(
+                    "UPDATE participants p SET last_seen = GREATEST(p.last_seen, v.ts)"
+                    " FROM unnest($1::uuid[], $2::timestamptz[]) AS v(id, ts)"
+                    " WHERE p.id = v.id",
+                    list(participants),
+                    [_dt(t) for t in participants.values()],
+                )
+
+        await self._run(job)
+
+    async def sweep(self, *, now: float, inactive_before: float) -> list[tuple[uuid.UUID, str]]:
+        """End sessions past ``expires_at`` or idle since ``inactive_before``."""
+
+        async def job(con: asyncpg.Connection) -> list[tuple[uuid.UUID, str]]:
+            rows = await con.fetch(_SWEEP_SQL, _dt(now), _dt(inactive_before))
+            return [(r["id"], r["ended_reason"]) for r in rows]
+
+        return await self._run(job)
+
+    async def purge_ended(self, *, ended_before: float) -> int:
+        """Delete sessions (and, by cascade, their participants) that ended long ago."""
+
+        async def job(con: asyncpg.Connection) -> int:
+            status = await con.execute(
+                "DELETE FROM sessions WHERE NOT is_active AND ended_at < $1", _dt(ended_before)
+            )
+            return int(status.split()[-1])
+
+        return await self._run(job)
+
+
+async def ensure_database(url: str, name: str, *, timeout_s: float = 10.0) -> None:
+    """Create database ``name`` on the server at ``url`` unless it exists (embedded start-up)."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+        raise StorageError(f"invalid database name {name!r}")
+
+    async def job() -> None:
+        con = await asyncpg.connect(url, timeout=timeout_s)
+        try:
+            exists = await con.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+            if not exists:
+                await con.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await con.close()
+
+    async with trio_asyncio.open_loop() as loop:
+        try:
+            await trio_asyncio.aio_as_trio(job, loop=loop)()
+        except _UNAVAILABLE_ERRORS as exc:
+            raise StorageUnavailable(
+                f"cannot reach the database server ({type(exc).__name__})"
+            ) from exc
+        except asyncpg.exceptions.DuplicateDatabaseError:
+            pass  # created concurrently by another process: fine
+
+
+async def drop_database(url: str, name: str, *, timeout_s: float = 10.0) -> None:
+    """Drop database ``name`` (test runs against an external server clean up with it)."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+        raise StorageError(f"invalid database name {name!r}")
+
+    async def job() -> None:
+        con = await asyncpg.connect(url, timeout=timeout_s)
+        try:
+            await con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await con.close()
+
+    async with trio_asyncio.open_loop() as loop:
+        await trio_asyncio.aio_as_trio(job, loop=loop)()

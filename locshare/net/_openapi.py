@@ -1,0 +1,427 @@
+"""The OpenAPI 3.1 document served at ``/openapi.json``.
+
+Bounds come from ``_validation`` so the document states exactly what is enforced;
+``tests/net/test_openapi.py`` checks that every route of the app is documented and
+vice versa, and schemathesis checks every response against it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import _validation as v
+
+JSON = "application/json"
+UUID = {"type": "string", "format": "uuid"}
+TIMESTAMP = {"type": "string", "format": "date-time"}
+
+ERROR_CODES = [
+    "malformed_json",
+    "invalid_request",
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "method_not_allowed",
+    "session_full",
+    "session_ended",
+    "payload_too_large",
+    "rate_limited",
+    "internal",
+    "unavailable",
+]
+
+_STATUS_TEXT = {
+    400: "Malformed JSON body",
+    401: "Missing, invalid or revoked token",
+    403: "Token of another session, or wrong role",
+    404: "No such session or participant",
+    405: "Method not allowed",
+    409: "Session full",
+    410: "Session ended or expired",
+    413: "Body over the size limit",
+    422: "Invalid request (the field is named)",
+    429: "Rate limited",
+    500: "Internal error",
+    503: "Database unavailable",
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+def _text(media_type: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {media_type: {"schema": {"type": "string"}}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    return {str(s): {"$ref": f"#/components/responses/E{s}"} for s in statuses}
+
+
+_COMMON = (413, 429, 500, 503)
+
+BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+
+
+def _session_id_param() -> dict[str, Any]:
+    return {"name": "session_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def openapi_document(version: str) -> dict[str, Any]:
+    schemas: dict[str, Any] = {
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["code", "message"],
+                    "properties": {
+                        "code": {"type": "string", "enum": ERROR_CODES},
+                        "message": {"type": "string"},
+                        "field": {"type": "string"},
+                    },
+                }
+            },
+        },
+        "CreateSession": {
+            "type": ["object", "null"],
+            "properties": {
+                "name": {
+                    "type": ["string", "null"],
+                    "pattern": v.SESSION_NAME_PATTERN,
+                    "description": f"At most {v.SESSION_NAME_MAX_CHARS} characters after trimming; no control"
+                    " characters. Empty or absent: a readable name is generated.",
+                },
+                "expires_in_minutes": {
+                    "type": ["integer", "null"],
+                    "minimum": v.EXPIRES_IN_MINUTES_MIN,
+                    "maximum": v.EXPIRES_IN_MINUTES_MAX,
+                    "default": v.EXPIRES_IN_MINUTES_DEFAULT,
+                },
+                "max_participants": {
+                    "type": ["integer", "null"],
+                    "minimum": v.MAX_PARTICIPANTS_MIN,
+                    "maximum": v.MAX_PARTICIPANTS_MAX,
+                    "default": v.MAX_PARTICIPANTS_DEFAULT,
+                },
+            },
+        },
+        "SessionCreated": {
+            "type": "object",
+            "required": [
+                "session_id",
+                "name",
+                "join_link",
+                "expires_at",
+                "max_participants",
+                "creator_token",
+            ],
+            "properties": {
+                "session_id": UUID,
+                "name": {"type": "string"},
+                "join_link": {"type": "string", "format": "uri"},
+                "expires_at": TIMESTAMP,
+                "max_participants": {"type": "integer"},
+                "creator_token": {"type": "string"},
+            },
+        },
+        "Session": {
+            "type": "object",
+            "required": [
+                "id",
+                "name",
+                "created_at",
+                "expires_at",
+                "participant_count",
+                "max_participants",
+                "is_active",
+                "ended_reason",
+            ],
+            "properties": {
+                "id": UUID,
+                "name": {"type": "string"},
+                "created_at": TIMESTAMP,
+                "expires_at": TIMESTAMP,
+                "participant_count": {"type": "integer", "minimum": 0},
+                "max_participants": {"type": "integer"},
+                "is_active": {"type": "boolean"},
+                "ended_reason": {"enum": [None, "ended", "expired", "inactive"]},
+            },
+        },
+        "Join": {
+            "type": "object",
+            "required": ["display_name"],
+            "properties": {
+                "display_name": {
+                    "type": "string",
+                    "pattern": v.DISPLAY_NAME_PATTERN,
+                    "description": f"1 to {v.DISPLAY_NAME_MAX_CHARS} characters after trimming; no control characters.",
+                },
+                "avatar_color": {"type": ["string", "null"], "pattern": v.COLOR_PATTERN},
+            },
+        },
+        "Joined": {
+            "type": "object",
+            "required": [
+                "user_id",
+                "session_id",
+                "display_name",
+                "avatar_color",
+                "websocket_token",
+                "websocket_url",
+                "expires_at",
+            ],
+            "properties": {
+                "user_id": UUID,
+                "session_id": UUID,
+                "display_name": {"type": "string"},
+                "avatar_color": {"type": "string", "pattern": v.COLOR_PATTERN},
+                "websocket_token": {"type": "string"},
+                "websocket_url": {"type": "string"},
+                "expires_at": TIMESTAMP,
+            },
+        },
+        "Participant": {
+            "type": "object",
+            "required": [
+                "user_id",
+                "display_name",
+                "avatar_color",
+                "joined_at",
+                "last_seen",
+                "is_active",
+            ],
+            "properties": {
+                "user_id": UUID,
+                "display_name": {"type": "string"},
+                "avatar_color": {"type": "string"},
+                "joined_at": TIMESTAMP,
+                "last_seen": TIMESTAMP,
+                "is_active": {"type": "boolean"},
+            },
+        },
+        "Participants": {
+            "type": "object",
+            "required": ["participants"],
+            "properties": {"participants": {"type": "array", "items": _ref("Participant")}},
+        },
+        "Health": {
+            "type": "object",
+            "required": [
+                "status",
+                "version",
+                "uptime_s",
+                "database",
+                "active_sessions",
+                "connections",
+            ],
+            "properties": {
+                "status": {"enum": ["ok", "degraded"]},
+                "version": {"type": "string"},
+                "uptime_s": {"type": "number"},
+                "database": {"enum": ["ok", "unavailable"]},
+                "active_sessions": {"type": "integer"},
+                "connections": {"type": "integer"},
+            },
+        },
+        "Status": {
+            "type": "object",
+            "required": ["status"],
+            "properties": {"status": {"type": "string"}},
+        },
+    }
+    responses = {f"E{status}": _json(_ref("Error"), text) for status, text in _STATUS_TEXT.items()}
+    sid = _session_id_param()
+    paths: dict[str, Any] = {
+        "/api/sessions": {
+            "post": {
+                "operationId": "createSession",
+                "summary": "Create a session",
+                "requestBody": {
+                    "required": False,
+                    "content": {JSON: {"schema": _ref("CreateSession")}},
+                },
+                "responses": {
+                    "201": {
+                        **_json(_ref("SessionCreated"), "Created"),
+                        "links": {
+                            op: {
+                                "operationId": op,
+                                "parameters": {"session_id": "$response.body#/session_id"},
+                            }
+                            for op in ("getSession", "joinSession", "listParticipants")
+                        },
+                    },
+                    **_errors(400, 422, *_COMMON),
+                },
+            }
+        },
+        "/api/sessions/{session_id}": {
+            "get": {
+                "operationId": "getSession",
+                "summary": "Session details (also for ended sessions)",
+                "parameters": [sid],
+                "responses": {
+                    "200": _json(_ref("Session"), "The session"),
+                    **_errors(404, 500, 503),
+                },
+            },
+            "delete": {
+                "operationId": "endSession",
+                "summary": "End the session (creator token)",
+                "parameters": [sid],
+                "security": BEARER,
+                "responses": {
+                    "204": {"description": "Ended"},
+                    **_errors(401, 403, 404, 410, 500, 503),
+                },
+            },
+        },
+        "/api/sessions/{session_id}/join": {
+            "post": {
+                "operationId": "joinSession",
+                "summary": "Join a session",
+                "parameters": [sid],
+                "requestBody": {"required": True, "content": {JSON: {"schema": _ref("Join")}}},
+                "responses": {
+                    "201": {
+                        **_json(_ref("Joined"), "Joined"),
+                        "links": {
+                            "removeParticipant": {
+                                "operationId": "removeParticipant",
+                                "parameters": {
+                                    "session_id": "$response.body#/session_id",
+                                    "user_id": "$response.body#/user_id",
+                                },
+                            }
+                        },
+                    },
+                    **_errors(400, 404, 409, 410, 422, *_COMMON),
+                },
+            }
+        },
+        "/api/sessions/{session_id}/participants": {
+            "get": {
+                "operationId": "listParticipants",
+                "summary": "Participants (token of this session)",
+                "parameters": [sid],
+                "security": BEARER,
+                "responses": {
+                    "200": _json(_ref("Participants"), "Participants, active first"),
+                    **_errors(401, 403, 404, 410, 500, 503),
+                },
+            }
+        },
+        "/api/sessions/{session_id}/participants/{user_id}": {
+            "delete": {
+                "operationId": "removeParticipant",
+                "summary": "Leave (own token) or remove (creator token)",
+                "parameters": [
+                    sid,
+                    {
+                        "name": "user_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    },
+                ],
+                "security": BEARER,
+                "responses": {
+                    "204": {"description": "Left"},
+                    **_errors(401, 403, 404, 410, 500, 503),
+                },
+            }
+        },
+        "/health": {
+            "get": {
+                "operationId": "health",
+                "summary": "Version, uptime, live sessions",
+                "responses": {"200": _json(_ref("Health"), "Health"), **_errors(500)},
+            }
+        },
+        "/health/live": {
+            "get": {
+                "operationId": "live",
+                "summary": "Liveness",
+                "responses": {"200": _json(_ref("Status"), "Alive"), **_errors(500)},
+            }
+        },
+        "/health/ready": {
+            "get": {
+                "operationId": "ready",
+                "summary": "Readiness: 200 when the database answers",
+                "responses": {"200": _json(_ref("Status"), "Ready"), **_errors(500, 503)},
+            }
+        },
+        "/metrics": {
+            "get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics (counts and durations; no locations); off with LOCSHARE_METRICS=false",
+                "responses": {"200": _text("text/plain", "Prometheus text format"), **_errors(500)},
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "operationId": "openapi",
+                "summary": "This document",
+                "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1"), **_errors(500)},
+            }
+        },
+        "/": {
+            "get": {
+                "operationId": "landingPage",
+                "summary": "Web page: start a session",
+                "responses": {"200": _text("text/html", "The page"), **_errors(500)},
+            }
+        },
+        "/join/{session_id}": {
+            "get": {
+                "operationId": "joinPage",
+                "summary": "Web page: join a session and watch the live map",
+                "parameters": [sid],
+                "responses": {
+                    "200": _text("text/html", "The join page"),
+                    "404": _text("text/html", "No such session (a page)"),
+                    "410": _text("text/html", "The session has ended (a page)"),
+                    "503": _text("text/html", "Database unavailable (a page)"),
+                    **_errors(500),
+                },
+            }
+        },
+        "/assets/{name}": {
+            "get": {
+                "operationId": "asset",
+                "summary": "Static files of the web page (cached; ETag)",
+                "parameters": [
+                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
+                    {"name": "v", "in": "query", "required": False, "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": {"description": "The file", "content": {"*/*": {}}},
+                    "304": {"description": "Not modified"},
+                    **_errors(404, 500),
+                },
+            }
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "locshare",
+            "version": version,
+            "description": "Real-time group location sharing. The WebSocket protocol is described in docs/protocol.md.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "responses": responses,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+            },
+        },
+    }

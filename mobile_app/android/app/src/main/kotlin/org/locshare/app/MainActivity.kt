@@ -1,0 +1,5 @@
+package org.locshare.app
+
+import io.flutter.embedding.android.FlutterActivity
+
+class MainActivity : FlutterActivity()

@@ -1,0 +1,124 @@
+"""Prometheus metrics: every promised name, real values, and nothing private."""
+
+from __future__ import annotations
+
+import re
+
+import orjson
+import trio
+from trio_websocket import wrap_client_stream
+
+from tests.conftest import Running
+
+EXPECTED = {
+    "locshare_sessions_active",
+    "locshare_connections",
+    "locshare_participants",
+    "locshare_updates_received_total",
+    "locshare_frames_sent_total",
+    "locshare_bytes_sent_total",
+    "locshare_deliveries_total",
+    "locshare_evictions_total",
+    "locshare_viewport_hints_total",
+    "locshare_rate_limited_total",
+    "locshare_slow_disconnects_total",
+    "locshare_session_crashes_total",
+    "locshare_connections_opened_total",
+    "locshare_errors_total",
+    "locshare_flush_duration_seconds_bucket",
+    "locshare_fanout_latency_seconds_bucket",
+    "locshare_http_request_duration_seconds_bucket",
+    "process_resident_memory_bytes",
+    "process_cpu_seconds_total",
+}
+
+
+def samples(text: str) -> dict[str, float]:
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
+def value(values: dict[str, float], name: str) -> float:
+    return values.get(name, 0.0)
+
+
+async def test_metrics_reflect_activity_and_hold_nothing_private(server: Running) -> None:
+    created = await server.create_session(name="Secret Meetup Name")
+    sid = created["session_id"]
+    ann = await server.join(sid, "Annabelle Private")
+    bo = await server.join(sid, "Bo")
+    await server.http.post(f"/api/sessions/{sid}/join", json={"display_name": ""})  # a 422
+    stream_a = await trio.open_tcp_stream("127.0.0.1", server.info.ws_port)
+    stream_b = await trio.open_tcp_stream("127.0.0.1", server.info.ws_port)
+    try:
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                a = await wrap_client_stream(
+                    nursery, stream_a, "127.0.0.1", f"/ws?token={ann['websocket_token']}"
+                )
+                b = await wrap_client_stream(
+                    nursery, stream_b, "127.0.0.1", f"/ws?token={bo['websocket_token']}"
+                )
+                await a.send_message(
+                    orjson.dumps(
+                        {"type": "location_update", "data": {"lat": 47.123456, "lng": 8.654321}}
+                    ).decode()
+                )
+                await a.send_message("not json")
+                while True:
+                    frame = orjson.loads(await b.get_message())
+                    if frame["type"] == "locations":
+                        break
+                text = (await server.http.get("/metrics")).text
+                nursery.cancel_scope.cancel()
+    finally:
+        await stream_a.aclose()
+        await stream_b.aclose()
+    values = samples(text)
+    names = {re.sub(r"\{.*", "", key) for key in values}
+    assert names >= EXPECTED, EXPECTED - names
+    assert value(values, "locshare_sessions_active") >= 1
+    assert value(values, "locshare_connections") >= 2
+    assert value(values, "locshare_updates_received_total") >= 1
+    assert value(values, "locshare_deliveries_total") >= 2
+    assert value(values, 'locshare_errors_total{code="malformed_message"}') >= 1
+    assert value(values, 'locshare_errors_total{code="invalid_request"}') >= 1
+    assert (
+        value(
+            values,
+            'locshare_http_request_duration_seconds_count{method="POST",route="/api/sessions/<session_id>/join",status="201"}',
+        )
+        >= 2
+    )
+    assert value(values, "locshare_fanout_latency_seconds_count") >= 1
+    for private in (
+        "47.12",
+        "8.65",
+        "Annabelle",
+        "Secret Meetup",
+        ann["websocket_token"][:20],
+        sid,
+        ann["user_id"],
+    ):
+        assert private not in text
+
+
+async def test_every_metric_the_dashboard_queries_is_exported(server: Running) -> None:
+    import json
+    from pathlib import Path
+
+    from tests.test_deploy import dashboard_metrics, metric_family
+
+    text = (await server.http.get("/metrics")).text
+    # Every family is declared by a "# TYPE" line, even before it has a sample.
+    exported = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+    exported = {metric_family(m).removesuffix("_total") for m in exported}
+    dashboard = json.loads(
+        (Path(__file__).resolve().parent.parent / "deploy/grafana/locshare.json").read_text()
+    )
+    queried = {m.removesuffix("_total") for m in dashboard_metrics(dashboard)}
+    assert queried <= exported, queried - exported

@@ -1,0 +1,36 @@
+"""Token buckets and keyed limiters (sans-io)."""
+
+from __future__ import annotations
+
+from locshare._ratelimit import KeyedLimiter, TokenBucket
+
+
+def test_bucket_allows_a_burst_then_the_rate() -> None:
+    bucket = TokenBucket(10.0, 10.0, now=0.0)
+    assert all(bucket.take(0.0) for _ in range(10))
+    assert not bucket.take(0.0)
+    assert bucket.take(0.1)  # one token back after 100 ms
+    assert not bucket.take(0.1)
+    assert bucket.is_full(5.0)
+
+
+def test_keyed_limiter_per_key_and_window() -> None:
+    limiter = KeyedLimiter(3, 60.0)
+    assert [limiter.hit("a", 0.0) for _ in range(4)] == [True, True, True, False]
+    assert limiter.hit("b", 0.0)  # other keys unaffected
+    assert limiter.hit("a", 20.0)  # 60 s / 3 = one event per 20 s
+    assert limiter.refused == 1
+
+
+def test_keyed_limiter_memory_is_bounded() -> None:
+    limiter = KeyedLimiter(5, 60.0, max_keys=100)
+    for i in range(10_000):
+        limiter.hit(f"addr-{i}", float(i) * 0.001)
+        assert len(limiter) <= 100
+    # A key that is actively limited survives pruning of idle ones when possible.
+    limiter = KeyedLimiter(2, 60.0, max_keys=10)
+    limiter.hit("busy", 0.0)
+    limiter.hit("busy", 0.0)
+    for i in range(5):
+        limiter.hit(f"idle-{i}", 0.0)
+    assert not limiter.hit("busy", 0.0)

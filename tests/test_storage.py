@@ -1,0 +1,180 @@
+"""The storage adapter against a real PostgreSQL: migrations, atomicity, privacy."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+import trio
+
+from locshare._model import JoinStatus
+from locshare._storage import PostgresStorage, migrations
+from locshare.errors import StorageError, StorageUnavailable
+
+
+async def test_migrations_apply_once_and_are_recorded(fresh_database: str) -> None:
+    async with PostgresStorage.open(fresh_database) as storage:
+        first = await storage.migrate()
+        second = await storage.migrate()
+        assert first == [v for v, _, _ in migrations()] == [1, 2]
+        assert second == []
+        assert await storage.applied_migrations() == [1, 2]
+
+
+async def test_concurrent_migrations_apply_once(fresh_database: str) -> None:
+    results: list[list[int]] = []
+
+    async def migrate() -> None:
+        async with PostgresStorage.open(fresh_database) as storage:
+            results.append(await storage.migrate())
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):
+            nursery.start_soon(migrate)
+    assert sorted(map(tuple, results)) == [(), (), (1, 2)]
+
+
+async def test_no_location_column_anywhere(storage: PostgresStorage) -> None:
+    async def job(con):  # type: ignore[no-untyped-def]
+        return await con.fetch(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'public'"
+        )
+
+    columns = await storage._run(job)
+    names = {row["column_name"] for row in columns}
+    assert {
+        "id",
+        "name",
+        "expires_at",
+        "creator_secret_hash",
+        "display_name",
+        "avatar_color",
+    } <= names
+    for forbidden in (
+        "lat",
+        "lng",
+        "latitude",
+        "longitude",
+        "location",
+        "accuracy",
+        "heading",
+        "speed",
+    ):
+        assert not any(forbidden in name for name in names), forbidden
+
+
+async def test_a_changed_migration_is_refused(
+    fresh_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with PostgresStorage.open(fresh_database) as storage:
+        await storage.migrate()
+        original = migrations()
+        tampered = [(v, n, sql + "\n-- edited" if v == 1 else sql) for v, n, sql in original]
+        monkeypatch.setattr("locshare._storage.migrations", lambda: tampered)
+        with pytest.raises(StorageError, match="changed after it was applied"):
+            await storage.migrate()
+
+
+async def test_join_outcomes_and_exact_capacity(storage: PostgresStorage) -> None:
+    now = time.time()
+    sid = uuid.uuid4()
+    await storage.create_session(
+        session_id=sid,
+        name="cap",
+        now=now,
+        expires_at=now + 3600,
+        creator_secret_hash=b"x",
+        max_participants=3,
+    )
+    outcomes = []
+
+    async def join(i: int) -> None:
+        outcomes.append(
+            await storage.join(
+                session_id=sid,
+                participant_id=uuid.uuid4(),
+                display_name=f"p{i}",
+                avatar_color="#000000",
+                now=now,
+            )
+        )
+
+    async with trio.open_nursery() as nursery:
+        for i in range(10):
+            nursery.start_soon(join, i)
+    statuses = [o.status for o in outcomes]
+    assert statuses.count(JoinStatus.JOINED) == 3
+    assert statuses.count(JoinStatus.FULL) == 7
+    record = await storage.get_session(sid)
+    assert record is not None and record.participant_count == 3
+    unknown = await storage.join(
+        session_id=uuid.uuid4(),
+        participant_id=uuid.uuid4(),
+        display_name="x",
+        avatar_color="#000000",
+        now=now,
+    )
+    assert unknown.status is JoinStatus.NOT_FOUND
+    await storage.end_session(session_id=sid, reason="ended", now=now)
+    ended = await storage.join(
+        session_id=sid,
+        participant_id=uuid.uuid4(),
+        display_name="x",
+        avatar_color="#000000",
+        now=now,
+    )
+    assert ended.status is JoinStatus.ENDED
+
+
+async def test_leave_frees_a_place_exactly_once(storage: PostgresStorage) -> None:
+    now = time.time()
+    sid, pid = uuid.uuid4(), uuid.uuid4()
+    await storage.create_session(
+        session_id=sid,
+        name="l",
+        now=now,
+        expires_at=now + 3600,
+        creator_secret_hash=b"x",
+        max_participants=2,
+    )
+    await storage.join(
+        session_id=sid, participant_id=pid, display_name="a", avatar_color="#000000", now=now
+    )
+    results = []
+
+    async def leave() -> None:
+        results.append(
+            await storage.leave(session_id=sid, participant_id=pid, reason="left", now=now)
+        )
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(5):
+            nursery.start_soon(leave)
+    assert results.count(True) == 1
+    record = await storage.get_session(sid)
+    assert record is not None and record.participant_count == 0
+
+
+async def test_activity_is_persisted_in_batches_and_sweep_uses_it(storage: PostgresStorage) -> None:
+    now = time.time()
+    live, idle = uuid.uuid4(), uuid.uuid4()
+    for sid in (live, idle):
+        await storage.create_session(
+            session_id=sid,
+            name="s",
+            now=now,
+            expires_at=now + 86400,
+            creator_secret_hash=b"x",
+            max_participants=2,
+        )
+    await storage.record_activity({live: now + 7000}, {})
+    ended = dict(await storage.sweep(now=now + 7200, inactive_before=now + 7200 - 3600))
+    assert ended.get(idle) == "inactive"
+    assert live not in ended
+
+
+async def test_unreachable_database_is_a_clear_error() -> None:
+    with pytest.raises(StorageUnavailable, match="cannot connect"):
+        async with PostgresStorage.open("postgresql://nobody@127.0.0.1:9/none", timeout_s=1.0):
+            pass
