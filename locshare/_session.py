@@ -11,7 +11,11 @@ Resource handling:
 
 Concurrency rules:
     * Publishing never awaits a recipient: frames go into each connection's bounded
-      :class:`~locshare._outbox.Outbox` with a synchronous ``put``.
+      :class:`~locshare._outbox.Outbox` with a synchronous ``put``.  While the
+      connection's writer is parked with nothing queued, ``put`` instead writes the
+      shared frame bytes straight to the non-blocking socket (the transport's
+      ``send_nowait``); only what would block is queued, and then the writer owns the
+      socket until it has drained, so bytes never interleave.
     * Location updates are batched per session: the first update after a flush opens
       a window of ``flush_interval_s``; at its end one ``locations`` frame is encoded
       once, holding at most one (the latest) entry per participant.

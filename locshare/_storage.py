@@ -602,17 +602,19 @@ class PostgresStorage:
         return await self._run(job)
 
 
-async def ensure_database(url: str, name: str, *, timeout_s: float = 10.0) -> None:
-    """Create database ``name`` on the server at ``url`` unless it exists (embedded start-up)."""
+async def _admin(url: str, name: str, statement: str, *, timeout_s: float) -> None:
+    """Run one administrative statement about database ``name`` on its own connection."""
     if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
         raise StorageError(f"invalid database name {name!r}")
 
     async def job() -> None:
         con = await asyncpg.connect(url, timeout=timeout_s)
         try:
-            exists = await con.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
-            if not exists:
-                await con.execute(f'CREATE DATABASE "{name}"')
+            if statement.startswith("CREATE") and await con.fetchval(
+                "SELECT 1 FROM pg_database WHERE datname = $1", name
+            ):
+                return
+            await con.execute(statement)
         finally:
             await con.close()
 
@@ -627,17 +629,11 @@ async def ensure_database(url: str, name: str, *, timeout_s: float = 10.0) -> No
             pass  # created concurrently by another process: fine
 
 
+async def ensure_database(url: str, name: str, *, timeout_s: float = 10.0) -> None:
+    """Create database ``name`` on the server at ``url`` unless it exists (embedded start-up)."""
+    await _admin(url, name, f'CREATE DATABASE "{name}"', timeout_s=timeout_s)
+
+
 async def drop_database(url: str, name: str, *, timeout_s: float = 10.0) -> None:
     """Drop database ``name`` (test runs against an external server clean up with it)."""
-    if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
-        raise StorageError(f"invalid database name {name!r}")
-
-    async def job() -> None:
-        con = await asyncpg.connect(url, timeout=timeout_s)
-        try:
-            await con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await con.close()
-
-    async with trio_asyncio.open_loop() as loop:
-        await trio_asyncio.aio_as_trio(job, loop=loop)()
+    await _admin(url, name, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', timeout_s=timeout_s)
