@@ -2,7 +2,7 @@
 
 python -m benchmarks run SCENARIO [--quick] [--target URL] [--out DIR] [--duration S]
 python -m benchmarks compare [--quick] [--duration S]
-python -m benchmarks report [--markdown]
+python -m benchmarks report [--markdown | --update-readme README.md]
 python -m benchmarks k6 [--quick]
 python -m benchmarks wire      (cost of the load client's frame parsing)
 """
@@ -56,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     report = sub.add_parser("report", help="the README results table from the latest saved results")
     report.add_argument("--markdown", action="store_true", help="markdown (for the README)")
     report.add_argument(
+        "--update-readme",
+        metavar="PATH",
+        help="write the markdown tables between the benchmark markers of PATH (README.md)",
+    )
+    report.add_argument(
         "--results", type=Path, help="results directory (default benchmarks/results)"
     )
 
@@ -104,6 +109,16 @@ def main(argv: list[str] | None = None) -> int:
         from . import _report
 
         results = _report.latest_results(args.results or _report.RESULTS_DIR)
+        if args.update_readme:
+            from locshare._cli import replace_marked
+
+            table = _report.readme_table(results)
+            if not replace_marked(
+                args.update_readme, _report.README_START, _report.README_END, table
+            ):
+                print(f"{args.update_readme} has no benchmark markers", file=sys.stderr)
+                return 2
+            return 0
         if args.markdown:
             print(_report.readme_table(results), end="")
         else:

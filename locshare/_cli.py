@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
         f = fields[name]
         group = primary if name in PRIMARY else other
         flag = "--" + name.replace("_", "-")
-        help_text = f"{f.metadata['help']} [env {env_name(name)}; default {f.default!r}]"
+        # argparse formats help with %: a literal percent sign is doubled.
+        text = f.metadata["help"].replace("%", "%%")
+        help_text = f"{text} [env {env_name(name)}; default {f.default!r}]"
         if f.type in (bool, "bool"):
             group.add_argument(
                 flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
@@ -91,19 +93,25 @@ README_START = (
 README_END = "<!-- settings:end -->"
 
 
-def update_readme(path: str) -> int:
+def replace_marked(path: str, start: str, end: str, body: str) -> bool:
+    """Replace what lies between the ``start`` and ``end`` marker lines of the file at ``path``
+    with ``body``; False (file untouched) when a marker is missing."""
     from pathlib import Path
 
-    readme = Path(path)
-    text = readme.read_text(encoding="utf-8")
-    if README_START not in text or README_END not in text:
+    file = Path(path)
+    text = file.read_text(encoding="utf-8")
+    if start not in text or end not in text:
+        return False
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    file.write_text(f"{head}{start}\n{body.rstrip()}\n{end}{tail}", encoding="utf-8")
+    return True
+
+
+def update_readme(path: str) -> int:
+    if not replace_marked(path, README_START, README_END, settings_table_markdown()):
         print(f"locshare: {path} has no settings markers", file=sys.stderr)
         return 2
-    head, rest = text.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    readme.write_text(
-        f"{head}{README_START}\n{settings_table_markdown()}\n{README_END}{tail}", encoding="utf-8"
-    )
     return 0
 
 

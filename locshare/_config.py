@@ -130,6 +130,14 @@ class Config:
         maximum=5000,
         group="sessions",
     )
+    flush_interval_max_ms: int = _setting(
+        250,
+        "While the server's core is busy (CPU above 75 %), the flush window widens up to "
+        "this: fewer, fuller frames. At or below flush_interval_ms: a fixed window.",
+        minimum=1,
+        maximum=5000,
+        group="sessions",
+    )
     inactivity_timeout_s: float = _setting(
         3600.0,
         "A session without activity this long ends with reason 'inactive'.",
@@ -305,6 +313,11 @@ class Config:
     @property
     def flush_interval_s(self) -> float:
         return self.flush_interval_ms / 1000.0
+
+    @property
+    def flush_interval_max_s(self) -> float:
+        """The widest flush window; never narrower than the configured one."""
+        return max(self.flush_interval_max_ms, self.flush_interval_ms) / 1000.0
 
     def public_base_url(self, bound_port: int | None = None) -> str:
         if self.public_url:

@@ -4,7 +4,8 @@ Resource handling:
     :func:`open_hub` is an async context manager owning one nursery.  In it run the
     geo tick (eviction and viewport hints for all sessions in one vectorized call per
     tick), the housekeeping loop (persist activity, sweep expired/inactive sessions,
-    purge long-ended ones; only with storage) and one task per live
+    purge long-ended ones; only with storage), the pacing loop (the flush window from
+    the CPU share, :mod:`locshare._pacing`; only when it may widen) and one task per live
     :class:`~locshare._session.SessionActor`.  Leaving the context shuts down
     gracefully: 1001 to every socket, a deadline of ``grace_s``, activity persisted,
     then cancellation.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,6 +35,7 @@ import trio
 from ._auth import Claims, TokenAuthority
 from ._clock import WallClock
 from ._model import ParticipantRecord, SessionRecord, Storage
+from ._pacing import FlushPacer
 from ._session import Connection, RuntimeSettings, SessionActor
 from ._stats import HubStats
 from .errors import RateLimited, SessionEnded, StorageError, Unauthorized, Unavailable
@@ -43,6 +46,7 @@ log = logging.getLogger("locshare.hub")
 
 HINT_INTERVAL_S = 1.0
 MIN_TICK_S = 0.01
+PACE_INTERVAL_S = 1.0  # how often the flush window is re-fitted to the CPU share
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +80,10 @@ class Hub:
             min_hint_interval_s=HINT_INTERVAL_S,
         )
         self.stats = HubStats()
+        self.pacer = FlushPacer(
+            settings.flush_interval_s,
+            max(settings.flush_interval_s, settings.flush_interval_max_s or 0.0),
+        )
         self.sessions: dict[uuid.UUID, SessionActor] = {}
         self._by_block: dict[int, SessionActor] = {}
         self._loading: dict[uuid.UUID, trio.Event] = {}
@@ -283,6 +291,15 @@ class Hub:
             wake = min(now + HINT_INTERVAL_S, self.index.next_expiry())
             await trio.sleep_until(max(wake, now + MIN_TICK_S))
 
+    async def _pace_loop(self) -> None:
+        """Rule: once a second, the process's CPU share sets the flush window (``_pacing``)."""
+        cpu, wall = time.process_time(), trio.current_time()
+        while True:
+            await trio.sleep(PACE_INTERVAL_S)
+            cpu_now, wall_now = time.process_time(), trio.current_time()
+            self.pacer.observe(cpu_now - cpu, wall_now - wall)
+            cpu, wall = cpu_now, wall_now
+
     async def _housekeeping_loop(self) -> None:
         while True:
             await trio.sleep(self.housekeeping.sweep_interval_s)
@@ -371,6 +388,8 @@ async def open_hub(
             storage=storage,
         )
         nursery.start_soon(hub._tick_loop)
+        if hub.pacer.adaptive:
+            nursery.start_soon(hub._pace_loop)
         if storage is not None:
             nursery.start_soon(hub._housekeeping_loop)
         try:

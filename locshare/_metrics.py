@@ -76,6 +76,11 @@ class _HubCollector(Collector):
         yield GaugeMetricFamily(
             "locshare_participants", "Participants of the live sessions.", value=hub.member_count()
         )
+        yield GaugeMetricFamily(
+            "locshare_flush_window_seconds",
+            "Current flush window (widened from flush_interval_ms under CPU load).",
+            value=hub.pacer.window_s,
+        )
         for name, (attribute, text) in COUNTERS.items():
             yield CounterMetricFamily(name, text, value=getattr(stats, attribute))
         errors = CounterMetricFamily(

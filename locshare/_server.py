@@ -67,6 +67,7 @@ def runtime_settings(config: Config) -> RuntimeSettings:
         location_ttl_s=config.location_ttl_s,
         update_interval_s=config.update_interval_s,
         flush_interval_s=config.flush_interval_s,
+        flush_interval_max_s=config.flush_interval_max_s,
         inactivity_timeout_s=config.inactivity_timeout_s,
         idle_unload_s=config.idle_unload_s,
         max_fit_zoom=config.max_fit_zoom,

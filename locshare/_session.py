@@ -63,6 +63,8 @@ class RuntimeSettings:
     location_ttl_s: float = 30.0
     update_interval_s: float = 2.0
     flush_interval_s: float = 0.1
+    # Widest flush window under CPU load (``_pacing``); ``None``: fixed at flush_interval_s.
+    flush_interval_max_s: float | None = None
     inactivity_timeout_s: float = 3600.0
     idle_unload_s: float = 120.0
     max_fit_zoom: float = 17.0
@@ -618,7 +620,7 @@ class SessionActor:
         while True:
             await self._pending_event.wait()
             self._pending_event = trio.Event()
-            await trio.sleep(self.settings.flush_interval_s)
+            await trio.sleep(self.hub.pacer.window_s)
             self._flush()
 
     def _take_flush(self) -> proto.OutFrame | None:

@@ -257,3 +257,21 @@ def test_run_baseline_end_to_end(tmp_path: Path) -> None:
         "connections.png",
     ):
         assert (out / name).stat().st_size > 0, name
+
+    # The README table is regenerated from this run's results.json.
+    from benchmarks._report import README_END, README_START
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{README_START}\nstale\n{README_END}\noutro\n")
+    command = [
+        sys.executable, "-m", "benchmarks", "report", "--results", str(tmp_path),
+        "--update-readme", str(readme),
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    text = readme.read_text()
+    assert "stale" not in text and text.startswith("intro\n") and text.endswith("outro\n")
+    row = next(line for line in text.splitlines() if line.startswith("| baseline |"))
+    assert "6 (1 x 6)" in row and "6/6" in row
+    assert f"{result['latency_ms']['p95']:,.1f}" in row
+    assert result["started_at"][:10] in text

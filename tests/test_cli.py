@@ -185,3 +185,21 @@ def test_readme_settings_table_is_current() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     table = readme.split(README_START, 1)[1].split(README_END, 1)[0].strip()
     assert table == settings_table_markdown(), "run: locshare settings --update-readme README.md"
+
+
+def test_settings_update_readme_rewrites_only_between_markers(tmp_path: Path) -> None:
+    from locshare._cli import README_END, README_START, main
+    from locshare._config import settings_table_markdown
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# top\n\n{README_START}\nold table\n{README_END}\n\n## after\n")
+    assert main(["settings", "--update-readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "old table" not in text
+    assert text.startswith("# top\n\n") and text.endswith(f"{README_END}\n\n## after\n")
+    assert settings_table_markdown().strip() in text
+    # A file without the markers is refused and left as it was.
+    plain = tmp_path / "PLAIN.md"
+    plain.write_text("# nothing to replace\n")
+    assert main(["settings", "--update-readme", str(plain)]) == 2
+    assert plain.read_text() == "# nothing to replace\n"

@@ -19,6 +19,7 @@ def test_defaults() -> None:
         100,
     )
     assert config.gc_tuning is True
+    assert (config.flush_interval_s, config.flush_interval_max_s) == (0.1, 0.25)
     assert config.public_base_url() == "http://localhost:8080"
     assert config.public_websocket_url() == "ws://localhost:8081/ws"
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -38,6 +39,13 @@ def test_environment_and_overrides() -> None:
     assert config.log_level == "DEBUG"
     assert config.public_base_url() == "https://share.example.org"
     assert config.public_websocket_url() == "wss://share.example.org:8081/ws"
+
+
+def test_a_flush_interval_above_the_adaptive_maximum_fixes_the_window() -> None:
+    config = Config.load(environ={"LOCSHARE_FLUSH_INTERVAL_MS": "400"})
+    assert (config.flush_interval_s, config.flush_interval_max_s) == (0.4, 0.4)
+    config = Config.load(environ={"LOCSHARE_FLUSH_INTERVAL_MAX_MS": "100"})
+    assert (config.flush_interval_s, config.flush_interval_max_s) == (0.1, 0.1)
 
 
 @pytest.mark.parametrize(

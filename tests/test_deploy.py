@@ -26,7 +26,12 @@ ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "deploy" / "grafana" / "locshare.json"
 
 # --- the metrics locshare exports ----------------------------------------------------------
-GAUGES = ("locshare_sessions_active", "locshare_connections", "locshare_participants")
+GAUGES = (
+    "locshare_sessions_active",
+    "locshare_connections",
+    "locshare_participants",
+    "locshare_flush_window_seconds",
+)
 COUNTERS = (
     "locshare_updates_received_total",
     "locshare_frames_sent_total",

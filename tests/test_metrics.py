@@ -13,6 +13,7 @@ from tests.conftest import Running
 EXPECTED = {
     "locshare_sessions_active",
     "locshare_connections",
+    "locshare_flush_window_seconds",
     "locshare_participants",
     "locshare_updates_received_total",
     "locshare_frames_sent_total",
@@ -95,6 +96,7 @@ async def test_metrics_reflect_activity_and_hold_nothing_private(server: Running
         >= 2
     )
     assert value(values, "locshare_fanout_latency_seconds_count") >= 1
+    assert 0.1 <= value(values, "locshare_flush_window_seconds") <= 0.25
     for private in (
         "47.12",
         "8.65",

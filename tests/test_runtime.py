@@ -273,6 +273,45 @@ def state_location(state: dict[str, Any], user_id: uuid.UUID) -> dict[str, float
     raise AssertionError("no such participant")
 
 
+async def test_flush_window_widens_under_load_and_narrows_when_it_passes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The sessions' flush timers use the pacer's window: widened by a busy core (fed
+    here as the pacing loop would feed it), back to the configured interval once the
+    pacing loop has measured an idle core (under autojump: no CPU per virtual second)."""
+    async with running_hub(flush_interval_max_s=0.25) as h:
+        assert h.hub.pacer.adaptive
+        record, (ann, bo) = await h.session(["Ann", "Bo"])
+        a = await h.connect(record, ann)
+        b = await h.connect(record, bo)
+        await a.next_of("presence")
+        for _ in range(30):
+            h.hub.pacer.observe(cpu_s=0.95, wall_s=1.0)
+        assert h.hub.pacer.window_s == 0.25
+        start = trio.current_time()
+        await a.location(1.0, 2.0)
+        await b.next_of("locations")
+        assert 0.1 + 0.01 < trio.current_time() - start <= 0.25 + 1e-6
+        await trio.sleep(10)  # ten pacing rounds of an idle core
+        assert h.hub.pacer.window_s == 0.1
+        start = trio.current_time()
+        await a.location(1.5, 2.5)
+        await b.next_of("locations")
+        assert trio.current_time() - start <= 0.1 + 1e-6
+        await end_all(h)
+        await h.assert_nothing_left()
+
+
+async def test_a_fixed_flush_window_runs_no_pacing_loop(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with running_hub() as h:
+        assert not h.hub.pacer.adaptive
+        names = [task.name for task in h.hub._nursery.child_tasks]
+        assert not any("_pace_loop" in name for name in names), names
+        assert any("_tick_loop" in name for name in names), names
+
+
 # --- retention ----------------------------------------------------------------------
 async def test_location_is_present_before_ttl_and_gone_after(
     autojump_clock: trio.testing.MockClock,

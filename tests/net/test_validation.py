@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from locshare.errors import InvalidRequest
@@ -30,17 +30,21 @@ def accepted(check, value: str) -> bool:  # type: ignore[no-untyped-def]
 
 
 @given(interesting)
+@example("0\n")  # a final newline: refused by both
 def test_display_name_pattern_matches_the_validator(value: str) -> None:
     pattern = re.compile(v.DISPLAY_NAME_PATTERN)
-    assert bool(pattern.match(value)) == accepted(
+    # fullmatch: JSON Schema (ECMA-262) "$" never matches before a final "\n", Python's does.
+    assert bool(pattern.fullmatch(value)) == accepted(
         lambda s: v.join_request({"display_name": s}), value
     )
 
 
 @given(interesting)
+@example("0\n")
 def test_session_name_pattern_matches_the_validator(value: str) -> None:
     pattern = re.compile(v.SESSION_NAME_PATTERN)
-    assert bool(pattern.match(value)) == accepted(
+    # fullmatch: JSON Schema (ECMA-262) "$" never matches before a final "\n", Python's does.
+    assert bool(pattern.fullmatch(value)) == accepted(
         lambda s: v.create_session_request({"name": s}), value
     )
 
