@@ -146,6 +146,18 @@ def main(argv: list[str] | None = None) -> int:
 def summary_line(r: dict[str, object]) -> str:
     if r.get("skipped"):
         return f"{r['scenario']}: skipped ({r['skipped']})"
+    if "latency_ms" not in r:  # compare and k6: one summary per system
+        systems = r.get("systems")
+        parts = (
+            [(part.get("system"), part) for part in systems]
+            if isinstance(systems, list)
+            else [(r[k].get("tool"), r[k]) for k in ("k6", "ours") if isinstance(r.get(k), dict)]
+        )
+        return "; ".join(
+            f"{name}: p95 {part['latency_ms']['p95']} ms, delivery {part['delivery_ratio']}"
+            for name, part in parts
+            if isinstance(part, dict) and isinstance(part.get("latency_ms"), dict)
+        )
     lat = r["latency_ms"]
     con = r["connections"]
     assert isinstance(lat, dict) and isinstance(con, dict)

@@ -364,8 +364,9 @@ def readme_table(results: dict[str, dict[str, Any]]) -> str:
     head = [
         f"Measured {min(dates) if min(dates) == max(dates) else min(dates) + ' to ' + max(dates)} on "
         f"{'; '.join(sorted(machines))}: server pinned to one core (embedded PostgreSQL on the same "
-        "core), load client on the other. *active*: seconds of updates (the `--quick` sizes unless "
-        "stated otherwise in benchmarks/README.md). Regenerate with `python -m benchmarks report --update-readme README.md`.",
+        "core), load client on the other. *active*: seconds of updates in the run (`--duration` "
+        "caps the documents' full durations, `--quick` runs are smaller and shorter; see "
+        "benchmarks/README.md). Regenerate with `python -m benchmarks report --update-readme README.md`.",
         "",
         "| scenario | participants | active | connected | connect p95 (ms) | latency p50 / p95 / p99 (ms) "
         "| delivery | server CPU (one core) | server RSS | notes |",

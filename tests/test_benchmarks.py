@@ -275,3 +275,28 @@ def test_run_baseline_end_to_end(tmp_path: Path) -> None:
     assert "6 (1 x 6)" in row and "6/6" in row
     assert f"{result['latency_ms']['p95']:,.1f}" in row
     assert result["started_at"][:10] in text
+
+
+def test_report_summarises_compare_and_k6_results() -> None:
+    """``python -m benchmarks report`` lists every saved result, including the two kinds
+    that hold one result per system instead of one scenario's figures."""
+    from benchmarks.__main__ import summary_line
+
+    compare = {
+        "scenario": "compare",
+        "systems": [
+            {"system": "locshare", "latency_ms": {"p95": 103.1}, "delivery_ratio": 1.0},
+            {"system": "Redis pub/sub", "latency_ms": {"p95": 5.5}, "delivery_ratio": 0.99},
+        ],
+    }
+    assert summary_line(compare) == (
+        "locshare: p95 103.1 ms, delivery 1.0; Redis pub/sub: p95 5.5 ms, delivery 0.99"
+    )
+    k6 = {
+        "scenario": "k6",
+        "k6": {"tool": "k6 v1.1.0", "latency_ms": {"p95": 106}, "delivery_ratio": 1.0},
+        "ours": {"tool": "this suite", "latency_ms": {"p95": 102.5}, "delivery_ratio": 1.0},
+    }
+    assert summary_line(k6) == (
+        "k6 v1.1.0: p95 106 ms, delivery 1.0; this suite: p95 102.5 ms, delivery 1.0"
+    )

@@ -524,6 +524,14 @@ def test_tiles_show_and_failed_tiles_leave_the_markers_visible(
     expect(tab.page.locator("#map img.tile.failed").first).to_be_attached()
     expect(tab.page.locator(".map-attribution")).to_have_text("© Test tiles")
     # Tiles are drawn at the scale of the fractional zoom, with no gap between neighbours.
+    # Tiles of an earlier zoom level stay, scaled, until the new level is in: wait for that.
+    wait_until(
+        tab.page,
+        """() => {
+          const z = String(Math.min(19, Math.round(Number(document.getElementById("map").dataset.zoom))));
+          return [...document.querySelectorAll("#map img.tile")].every((e) => e.dataset.z === z);
+        }""",
+    )
     zoom = map_state(tab.page)["zoom"]
     size = 256 * 2 ** (zoom - round(zoom))
     boxes = tab.page.eval_on_selector_all(

@@ -315,6 +315,7 @@ export class LocMap {
     const img = document.createElement("img");
     const tile = { img, z, x, y, loaded: false, done: false };
     img.className = "tile";
+    img.dataset.z = String(z);
     img.alt = "";
     img.draggable = false;
     img.decoding = "async";
