@@ -524,19 +524,26 @@ def test_tiles_show_and_failed_tiles_leave_the_markers_visible(
     expect(tab.page.locator("#map img.tile.failed").first).to_be_attached()
     expect(tab.page.locator(".map-attribution")).to_have_text("© Test tiles")
     # Tiles are drawn at the scale of the fractional zoom, with no gap between neighbours.
-    # Tiles of an earlier zoom level stay, scaled, until the new level is in: wait for that.
-    wait_until(
-        tab.page,
+    # Tiles of an earlier zoom level stay, scaled, until the new level is in, and a viewport
+    # hint may change the zoom at any moment: read the zoom and the tiles in one go, once
+    # every tile on the map is of the current level and has loaded or failed.
+    state = tab.page.wait_for_function(
         """() => {
-          const z = String(Math.min(19, Math.round(Number(document.getElementById("map").dataset.zoom))));
-          return [...document.querySelectorAll("#map img.tile")].every((e) => e.dataset.z === z);
+          const zoom = Number(document.getElementById("map").dataset.zoom);
+          const z = String(Math.min(19, Math.round(zoom)));
+          const tiles = [...document.querySelectorAll("#map img.tile")];
+          const settled = tiles.length > 0 && tiles.every((e) => e.dataset.z === z
+            && (e.classList.contains("loaded") || e.classList.contains("failed")));
+          if (!settled) return null;
+          const boxes = tiles.filter((e) => !e.classList.contains("failed"))
+            .map((e) => e.getBoundingClientRect().toJSON());
+          return { zoom, boxes };
         }""",
-    )
-    zoom = map_state(tab.page)["zoom"]
+        polling=100,
+    ).json_value()
+    zoom = state["zoom"]
     size = 256 * 2 ** (zoom - round(zoom))
-    boxes = tab.page.eval_on_selector_all(
-        "#map img.tile:not(.failed)", "els => els.map((e) => e.getBoundingClientRect().toJSON())"
-    )
+    boxes = state["boxes"]
     assert boxes
     for box in boxes:
         assert box["width"] == pytest.approx(size, abs=1)
