@@ -50,6 +50,7 @@ class FlushPacer:
             return self.window_s
         self.cpu_share = max(0.0, cpu_s / wall_s)
         if self.adaptive:
+            # A long stall (a suspended process) counts as at most five seconds.
             step = GAIN_S * (self.cpu_share - self.target) * min(wall_s, 5.0)
             self.window_s = min(self.max_s, max(self.base_s, self.window_s + step))
         return self.window_s

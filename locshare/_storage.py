@@ -35,7 +35,7 @@ import importlib.resources
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -602,19 +602,17 @@ class PostgresStorage:
         return await self._run(job)
 
 
-async def _admin(url: str, name: str, statement: str, *, timeout_s: float) -> None:
-    """Run one administrative statement about database ``name`` on its own connection."""
+async def _admin(
+    url: str, name: str, action: Callable[[Any], Awaitable[None]], *, timeout_s: float
+) -> None:
+    """Run ``action`` (about database ``name``) on a connection of its own."""
     if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
         raise StorageError(f"invalid database name {name!r}")
 
     async def job() -> None:
         con = await asyncpg.connect(url, timeout=timeout_s)
         try:
-            if statement.startswith("CREATE") and await con.fetchval(
-                "SELECT 1 FROM pg_database WHERE datname = $1", name
-            ):
-                return
-            await con.execute(statement)
+            await action(con)
         finally:
             await con.close()
 
@@ -625,15 +623,25 @@ async def _admin(url: str, name: str, statement: str, *, timeout_s: float) -> No
             raise StorageUnavailable(
                 f"cannot reach the database server ({type(exc).__name__})"
             ) from exc
-        except asyncpg.exceptions.DuplicateDatabaseError:
-            pass  # created concurrently by another process: fine
 
 
 async def ensure_database(url: str, name: str, *, timeout_s: float = 10.0) -> None:
     """Create database ``name`` on the server at ``url`` unless it exists (embedded start-up)."""
-    await _admin(url, name, f'CREATE DATABASE "{name}"', timeout_s=timeout_s)
+
+    async def create(con: Any) -> None:
+        # Checked first: CREATE DATABASE needs a privilege a user of an existing one may lack.
+        if await con.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            return
+        with suppress(asyncpg.exceptions.DuplicateDatabaseError):
+            await con.execute(f'CREATE DATABASE "{name}"')  # another process may win: fine
+
+    await _admin(url, name, create, timeout_s=timeout_s)
 
 
 async def drop_database(url: str, name: str, *, timeout_s: float = 10.0) -> None:
     """Drop database ``name`` (test runs against an external server clean up with it)."""
-    await _admin(url, name, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', timeout_s=timeout_s)
+
+    async def drop(con: Any) -> None:
+        await con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    await _admin(url, name, drop, timeout_s=timeout_s)

@@ -43,7 +43,7 @@ def test_equal_bounds_fix_the_window() -> None:
     pacer = FlushPacer(0.1, 0.1)
     assert not pacer.adaptive
     assert pacer.observe(cpu_s=1.0, wall_s=1.0) == 0.1
-    assert pacer.cpu_share == 1.0  # still measured, for the metric
+    assert pacer.cpu_share == 1.0  # still measured
 
 
 def test_no_elapsed_time_changes_nothing() -> None:
