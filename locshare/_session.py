@@ -16,9 +16,11 @@ Concurrency rules:
       shared frame bytes straight to the non-blocking socket (the transport's
       ``send_nowait``); only what would block is queued, and then the writer owns the
       socket until it has drained, so bytes never interleave.
-    * Location updates are batched per session: the first update after a flush opens
-      a window of ``flush_interval_s``; at its end one ``locations`` frame is encoded
-      once, holding at most one (the latest) entry per participant.
+    * Location updates are batched per session on a grid of flush windows
+      (``_pacing.next_flush_at``): at the end of the window an update arrived in, one
+      ``locations`` frame is encoded once, holding at most one (the latest) entry per
+      participant.  Each session's grid has its own phase, so the sessions' flushes are
+      spread evenly over time instead of falling due together.
     * A connection that attaches first flushes the pending batch to the others, then
       gets ``session_state``: nothing is missed and nothing is delivered twice.
 
@@ -41,6 +43,7 @@ import trio
 from ._clock import WallClock, rfc3339
 from ._model import ParticipantRecord, SessionRecord
 from ._outbox import Outbox, OutboxStatistics
+from ._pacing import flush_phase, next_flush_at
 from ._ratelimit import TokenBucket
 from .errors import MessageTooBig, ProtocolError, StorageError
 from .geo import BBox, GeoIndex, fit_zooms
@@ -617,10 +620,15 @@ class SessionActor:
 
     # --- fan-out ------------------------------------------------------------------------
     async def _flush_loop(self) -> None:
+        # Rule (flush grid): this session flushes only on its own grid of window-wide
+        # cells, offset by its phase; an update waits for the end of its cell.
+        phase = flush_phase(self.id.int)
         while True:
             await self._pending_event.wait()
             self._pending_event = trio.Event()
-            await trio.sleep(self.hub.pacer.window_s)
+            await trio.sleep_until(
+                next_flush_at(trio.current_time(), self.hub.pacer.window_s, phase)
+            )
             self._flush()
 
     def _take_flush(self) -> proto.OutFrame | None:

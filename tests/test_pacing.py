@@ -1,12 +1,16 @@
-"""The flush pacer (sans-io): the flush window from the server's CPU share."""
+"""The flush pacer and the flush grid (sans-io): the flush window from the server's CPU
+share, and when within it a session flushes."""
 
 from __future__ import annotations
 
+import uuid
+
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from locshare._pacing import GAIN_S, FlushPacer
+from locshare._pacing import GAIN_S, FlushPacer, flush_phase, next_flush_at
 
 
 def test_below_target_the_window_stays_at_the_configured_interval() -> None:
@@ -72,3 +76,36 @@ def test_the_window_never_leaves_its_bounds(
     for cpu_s, wall_s in samples:
         window = pacer.observe(cpu_s, wall_s)
         assert base <= window <= base + extra
+
+
+# --- the flush grid ---------------------------------------------------------------------
+@given(
+    now=st.floats(0, 1e7),
+    window_s=st.floats(0.01, 1.0),
+    phase=st.floats(0, 1, exclude_max=True),
+)
+def test_the_next_flush_is_the_next_point_of_the_sessions_grid(
+    now: float, window_s: float, phase: float
+) -> None:
+    due = next_flush_at(now, window_s, phase)
+    assert now < due <= now + window_s * (1 + 1e-9) + 1e-6
+    cells = due / window_s - phase
+    assert cells == pytest.approx(round(cells), abs=1e-6)
+
+
+def test_an_update_waits_for_the_end_of_its_cell() -> None:
+    # window 0.2 s, phase 0.25: the grid is ..., 10.05, 10.25, 10.45, ...
+    assert next_flush_at(10.06, 0.2, 0.25) == pytest.approx(10.25)
+    assert next_flush_at(10.24, 0.2, 0.25) == pytest.approx(10.25)
+    assert next_flush_at(10.25 + 1e-9, 0.2, 0.25) == pytest.approx(10.45)
+
+
+def test_phases_spread_the_sessions_over_the_window() -> None:
+    """Consecutive and random keys alike fill the window evenly: no two sessions of a
+    small server share a phase, and a large one has every tenth of the window busy."""
+    consecutive = [flush_phase(key) for key in range(1000)]
+    assert len(set(consecutive)) == 1000
+    assert all(0 <= p < 1 for p in consecutive)
+    random_ids = [flush_phase(uuid.uuid4().int) for _ in range(2000)]
+    per_tenth = np.histogram(random_ids, bins=10, range=(0, 1))[0]
+    assert per_tenth.min() > 100  # 200 expected per tenth

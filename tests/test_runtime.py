@@ -32,6 +32,7 @@ from locshare._auth import TokenAuthority
 from locshare._clock import WallClock
 from locshare._hub import HousekeepingSettings, Hub, open_hub
 from locshare._model import ParticipantRecord, SessionRecord
+from locshare._pacing import flush_phase, next_flush_at
 from locshare._session import RuntimeSettings
 from locshare.net._wsserver import serve_stream
 
@@ -278,7 +279,8 @@ async def test_flush_window_widens_under_load_and_narrows_when_it_passes(
 ) -> None:
     """The sessions' flush timers use the pacer's window: widened by a busy core (fed
     here as the pacing loop would feed it), back to the configured interval once the
-    pacing loop has measured an idle core (under autojump: no CPU per virtual second)."""
+    pacing loop has measured an idle core (under autojump: no CPU per virtual second).
+    An update leaves at the end of its cell of the session's flush grid."""
     async with running_hub(flush_interval_max_s=0.25) as h:
         assert h.hub.pacer.adaptive
         record, (ann, bo) = await h.session(["Ann", "Bo"])
@@ -288,17 +290,22 @@ async def test_flush_window_widens_under_load_and_narrows_when_it_passes(
         for _ in range(30):
             h.hub.pacer.observe(cpu_s=0.95, wall_s=1.0)
         assert h.hub.pacer.window_s == 0.25
+        phase = flush_phase(record.id.int)
 
-        async def delivery_time(lat: float, lng: float) -> float:
+        async def delivered_on_grid(lat: float, lng: float, window_s: float) -> None:
             start = trio.current_time()
             await a.location(lat, lng)
             await b.next_of("locations")
-            return trio.current_time() - start
+            due = next_flush_at(start, window_s, phase)
+            assert trio.current_time() == pytest.approx(due, abs=1e-6)
+            assert 0 < due - start <= window_s
 
-        assert 0.1 + 0.01 < await delivery_time(1.0, 2.0) <= 0.25 + 1e-6
+        for delay in (0.0, 0.07, 0.13):  # different places within a cell
+            await trio.sleep(delay)
+            await delivered_on_grid(1.0, 2.0 + delay, 0.25)
         await trio.sleep(10)  # ten pacing rounds of an idle core
         assert h.hub.pacer.window_s == 0.1
-        assert await delivery_time(1.5, 2.5) <= 0.1 + 1e-6
+        await delivered_on_grid(1.5, 2.5, 0.1)
         await end_all(h)
         await h.assert_nothing_left()
 
@@ -322,9 +329,9 @@ async def test_location_is_present_before_ttl_and_gone_after(
         record, (ann, bo, cy) = await h.session(["Ann", "Bo", "Cy"])
         a = await h.connect(record, ann)
         b = await h.connect(record, bo)
+        received_at = trio.current_time()  # autojump: no time passes until all wait
         await a.location(48.0, 2.0)
         await b.next_of("locations")
-        received_at = trio.current_time() - 0.1  # the flush window
         await trio.sleep_until(received_at + TTL - eps)
         c = await h.connect(record, cy, first=False)
         state = (await c.next())["data"]

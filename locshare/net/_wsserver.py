@@ -42,6 +42,7 @@ from wsproto.utilities import RemoteProtocolError
 
 from .._hub import Hub
 from ..errors import ApiError, LocshareError, MessageTooBig, StorageUnavailable
+from ._frames import FastFrames, Message
 from ._protocol import OutFrame
 from ._transport import ConnectionClosed, Incoming, refuse_after_upgrade
 
@@ -63,6 +64,9 @@ class WsprotoTransport:
         ws: WSConnection,
         remote_address: str,
         max_message_bytes: int,
+        *,
+        early: bytes = b"",
+        fast_frames: bool = True,
     ) -> None:
         self._stream = stream
         self._ws = ws
@@ -72,6 +76,17 @@ class WsprotoTransport:
         sock = getattr(stream, "socket", None)
         self._fd: int | None = sock.fileno() if sock is not None else None
         self._text: list[str] = []
+        # The common frames are decoded by FastFrames until something unusual arrives
+        # (``fast_frames=False``: wsproto alone, for comparison in the tests).
+        self._fast = FastFrames(max_message_bytes) if fast_frames else None
+        self._ws_fed = not fast_frames
+        # ``early``: frames the client sent right behind its request, which wsproto's
+        # server handshake would drop.
+        if early:
+            if self._fast is not None:
+                self._fast.feed(early)
+            else:
+                ws.receive_data(early)
         self._bytes: list[bytes] = []
         self._size = 0
         self._closed = False
@@ -104,7 +119,9 @@ class WsprotoTransport:
     async def receive(self) -> Incoming:
         ws = self._ws
         while True:
-            for event in ws.events():
+            # wsproto has events only if it was fed: always once the fast path is off,
+            # and after a control frame passed through.
+            for event in ws.events() if self._ws_fed or self._fast is None else ():
                 if isinstance(event, TextMessage):
                     self._collect(len(event.data))
                     self._text.append(event.data)
@@ -122,13 +139,49 @@ class WsprotoTransport:
                 elif isinstance(event, CloseConnection):
                     await self._answer_close(event)
                     raise ConnectionClosed(event.code, event.reason or "")
+            fast = self._fast
+            if fast is not None:
+                item = fast.next()
+                if isinstance(item, Message):
+                    return Incoming(item.data, item.is_text)
+                if item is not None:
+                    if item.final:
+                        self._fast = None  # wsproto reads everything from here on
+                    ws.receive_data(item.data)
+                    self._ws_fed = True
+                    continue
+            self._ws_fed = False
+            chunk = await self._receive_chunk()
+            if self._fast is not None:
+                self._fast.feed(chunk)
+            else:
+                ws.receive_data(chunk)
+
+    async def _receive_chunk(self) -> bytes:
+        """The next bytes from the peer; :class:`ConnectionClosed` at its end.
+
+        On a socket, wait for readability first and then read once: a participant's
+        socket is idle between updates, so trying to read first would mostly fail.
+        """
+        fd = self._fd
+        if fd is None:
             try:
                 chunk = await self._stream.receive_some(RECEIVE_CHUNK_BYTES)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 raise ConnectionClosed(None) from exc
-            if not chunk:
-                raise ConnectionClosed(None)
-            ws.receive_data(bytes(chunk))
+        else:
+            while True:
+                try:
+                    await trio.lowlevel.wait_readable(fd)
+                    chunk = os.read(fd, RECEIVE_CHUNK_BYTES)
+                except BlockingIOError:
+                    continue
+                except (trio.ClosedResourceError, OSError) as exc:
+                    raise ConnectionClosed(None) from exc
+                break
+        if not chunk:
+            raise ConnectionClosed(None)
+        return bytes(chunk)
 
     def _collect(self, size: int) -> None:
         self._size += size
@@ -210,11 +263,13 @@ async def serve_stream(hub: Hub, stream: trio.abc.Stream, max_message_bytes: int
     try:
         ws = WSConnection(ConnectionType.SERVER)
         request: Request | None = None
+        received = b""  # the handshake's bytes (h11 bounds their size)
         with trio.move_on_after(HANDSHAKE_TIMEOUT_S):
             while request is None:
                 data = await stream.receive_some(RECEIVE_CHUNK_BYTES)
                 if not data:
                     return
+                received += data
                 try:
                     ws.receive_data(bytes(data))
                 except RemoteProtocolError as exc:
@@ -251,7 +306,9 @@ async def serve_stream(hub: Hub, stream: trio.abc.Stream, max_message_bytes: int
             await stream.send_all(ws.send(AcceptConnection()))
         if request is None or ws.state is not ConnectionState.OPEN:
             return  # timed out
-        transport = WsprotoTransport(stream, ws, address, max_message_bytes)
+        # Frames right behind the request (a client that did not wait for our answer).
+        early = received[received.find(b"\r\n\r\n") + 4 :]
+        transport = WsprotoTransport(stream, ws, address, max_message_bytes, early=early)
         try:
             await hub.connect(claims, transport)
             handed_over = True

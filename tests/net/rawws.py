@@ -44,7 +44,8 @@ class RawWebSocket:
         self.send_failed = False
 
     @classmethod
-    async def connect(cls, port: int, resource: str) -> RawWebSocket:
+    async def connect(cls, port: int, resource: str, *, early: bytes = b"") -> RawWebSocket:
+        """``early``: frames sent in the same write as the request, before the answer."""
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         key = base64.b64encode(os.urandom(16)).decode()
         await stream.send_all(
@@ -52,6 +53,7 @@ class RawWebSocket:
                 f"GET {resource} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
             ).encode()
+            + early
         )
         ws = cls(stream)
         while b"\r\n\r\n" not in ws.buffer:
