@@ -116,7 +116,7 @@ def run_markdown(r: dict[str, Any], plots: list[str]) -> str:
         "Latency is the time from the sender's stamp (taken just before the update is",
         "written to its socket) to the receipt of the frame carrying it, both read from",
         "the same clock; locshare batches a session's updates for up to one flush interval",
-        "(100 ms) by design, so about 50 ms of the median is that wait. The delivery ratio",
+        "(100 ms; more on a busy core) by design, half of it on average. The delivery ratio",
         "counts every location entry that steady receivers got against what they should",
         "have got: each update, once, at every participant of its session, the sender's",
         "own echo included. See benchmarks/README.md.",

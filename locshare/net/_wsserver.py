@@ -3,7 +3,8 @@
 Why it exists: per frame, quart-trio on hypercorn costs about 150 us and
 trio-websocket about 90 us on this machine; broadcasting one pre-encoded frame with
 one ``send_all`` per recipient is much cheaper still (docs/design.md).  Here wsproto
-parses the handshake and incoming frames, while outgoing data frames are the shared
+parses the handshake and every unusual incoming frame, :mod:`._frames` the common ones
+(complete, masked, unfragmented data frames), and outgoing data frames are the shared
 bytes of :attr:`OutFrame.wire`, written directly.
 
 Resource handling:
