@@ -43,7 +43,7 @@ from wsproto.utilities import RemoteProtocolError
 
 from .._hub import Hub
 from ..errors import ApiError, LocshareError, MessageTooBig, StorageUnavailable
-from ._frames import FastFrames, Message
+from ._frames import FastFrames
 from ._protocol import OutFrame
 from ._transport import ConnectionClosed, Incoming, refuse_after_upgrade
 
@@ -143,8 +143,8 @@ class WsprotoTransport:
             fast = self._fast
             if fast is not None:
                 item = fast.next()
-                if isinstance(item, Message):
-                    return Incoming(item.data, item.is_text)
+                if isinstance(item, Incoming):
+                    return item
                 if item is not None:
                     if item.final:
                         self._fast = None  # wsproto reads everything from here on

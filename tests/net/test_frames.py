@@ -22,8 +22,8 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request
 
 from locshare.errors import MessageTooBig
-from locshare.net._frames import FastFrames, Message, Passthrough, unmask
-from locshare.net._transport import ConnectionClosed
+from locshare.net._frames import FastFrames, Passthrough, unmask
+from locshare.net._transport import ConnectionClosed, Incoming
 from locshare.net._wsserver import WsprotoTransport
 from tests.conftest import Running
 from tests.net.rawws import BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT, RawWebSocket, frame
@@ -31,7 +31,7 @@ from tests.net.rawws import BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT, RawWe
 MAX = 16384
 
 
-def taken(frames: FastFrames) -> list[Message | Passthrough]:
+def taken(frames: FastFrames) -> list[Incoming | Passthrough]:
     items = []
     while (item := frames.next()) is not None:
         items.append(item)
@@ -56,7 +56,7 @@ def test_a_masked_text_frame_of_any_allowed_size_is_decoded(size: int) -> None:
     data = frame(TEXT, text.encode())
     frames = FastFrames(MAX)
     frames.feed(data)
-    assert taken(frames) == [Message(text, True)]
+    assert taken(frames) == [Incoming(text, True)]
     assert frames.buffered == 0
 
 
@@ -69,9 +69,9 @@ def test_frames_cut_anywhere_come_out_whole_and_in_order() -> None:
         frames.feed(stream[cut:])
         items += taken(frames)
         assert items == [
-            Message('{"type":"ping"}', True),
-            Message(b"\x00\xff", False),
-            Message("2" * 300, True),
+            Incoming('{"type":"ping"}', True),
+            Incoming(b"\x00\xff", False),
+            Incoming("2" * 300, True),
         ]
 
 
@@ -83,7 +83,7 @@ def test_a_ping_passes_through_whole_and_the_fast_path_goes_on() -> None:
     assert taken(frames) == [
         Passthrough(ping, final=False),
         Passthrough(pong, final=False),
-        Message("{}", True),
+        Incoming("{}", True),
     ]
 
 
@@ -107,7 +107,7 @@ def test_anything_unusual_hands_the_rest_of_the_stream_to_wsproto(odd: bytes) ->
     first = frame(TEXT, b'{"a":1}')
     frames = FastFrames(MAX)
     frames.feed(first + odd + b"later")
-    assert taken(frames) == [Message('{"a":1}', True), Passthrough(odd + b"later", final=True)]
+    assert taken(frames) == [Incoming('{"a":1}', True), Passthrough(odd + b"later", final=True)]
     assert frames.buffered == 0
 
 
