@@ -150,7 +150,9 @@ def fit_zooms(
     span_y = y_south - y_north
     avail_w = max(width - 2.0 * padding, 1.0)
     avail_h = max(height - 2.0 * padding, 1.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # A span too small to divide by (a subnormal one overflows) fits at any zoom: inf,
+    # then capped at max_zoom below.
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         zx = np.where(span_x > 0, np.log2(avail_w / (TILE_PX * span_x)), np.inf)
         zy = np.where(span_y > 0, np.log2(avail_h / (TILE_PX * span_y)), np.inf)
     zoom = np.minimum(np.minimum(zx, zy), max_zoom)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import shapely
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from locshare.geo import BBox, bboxes, box_pixel_size, fit, fit_zooms, lng_span
@@ -147,6 +147,7 @@ sizes = st.tuples(st.integers(64, 4000), st.integers(64, 4000)).flatmap(
 
 @settings(max_examples=300)
 @given(points, sizes)
+@example([(0.0, 0.0), (0.0, 2.225073858507e-313)], (64, 64, 0))  # subnormal span (found)
 def test_the_hinted_zoom_really_fits(
     pts: list[tuple[float, float]], size: tuple[int, int, int]
 ) -> None:
