@@ -50,7 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     settings = commands.add_parser(
         "settings", help="print every setting (README table with --markdown)"
     )
-    settings.add_argument("--markdown", action="store_true")
+    settings.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print the README's settings table (Markdown) instead of the current values",
+    )
     settings.add_argument(
         "--update-readme",
         metavar="PATH",
@@ -63,7 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--url", default=None, help="default: http://127.0.0.1:$LOCSHARE_PORT/health/ready"
     )
-    check.add_argument("--timeout", type=float, default=3.0)
+    check.add_argument(
+        "--timeout",
+        type=float,
+        default=3.0,
+        metavar="SECONDS",
+        help="give up (exit 1) if the server has not answered within this long (default 3)",
+    )
     return parser
 
 

@@ -46,8 +46,20 @@ def rfc3339(ts: float | datetime | None, *, micros: bool = False) -> str | None:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + fraction + "Z"
 
 
+# Rule (range): a timestamp locshare accepts lies in [1970-01-01, 9999-12-30) UTC, so
+# that everything parsed here formats again with :func:`rfc3339`.  RFC 3339 allows any
+# year 0000-9999 with an offset of up to a day, so a valid stamp such as
+# "0001-01-01T00:00:00+14:00" lies before year 1 once its offset is applied, which
+# ``datetime`` cannot represent; and near year 9999 float epoch seconds lose enough
+# precision to round over into year 10000.  (Found by an attacker: such a stamp passed
+# validation and crashed its session at the next flush.)
+MIN_TIMESTAMP_S = 0.0
+MAX_TIMESTAMP_S = datetime(9999, 12, 30, tzinfo=UTC).timestamp()
+
+
 def parse_rfc3339(text: str) -> float:
-    """Parse an RFC 3339 timestamp to epoch seconds; raise ``ValueError`` if it is not one.
+    """Parse an RFC 3339 timestamp to epoch seconds; raise ``ValueError`` if it is not one
+    or lies outside the range above.
 
     A timezone is required (``Z`` or ``+hh:mm``): a naive timestamp is ambiguous.
     """
@@ -57,4 +69,10 @@ def parse_rfc3339(text: str) -> float:
     dt = datetime.fromisoformat(candidate)
     if dt.tzinfo is None:
         raise ValueError("timestamp needs a timezone (Z or +hh:mm)")
-    return dt.timestamp()
+    try:
+        seconds = dt.timestamp()
+    except (OverflowError, OSError) as exc:
+        raise ValueError("timestamp out of range") from exc
+    if not MIN_TIMESTAMP_S <= seconds < MAX_TIMESTAMP_S:
+        raise ValueError("timestamp must lie between 1970 and 9999 (UTC)")
+    return seconds

@@ -218,6 +218,14 @@ class Config:
         maximum=1_000_000,
         group="limits",
     )
+    ws_connects_per_address_per_min: int = _setting(
+        600,
+        "WebSocket connection attempts per client address per minute (a burst of this many,"
+        " then this many per minute); more are refused with 429 before the token is checked.",
+        minimum=1,
+        maximum=1_000_000,
+        group="limits",
+    )
     max_sessions_in_memory: int = _setting(
         20000,
         "Live sessions held in memory at once; more answer rate_limited.",
@@ -266,13 +274,11 @@ class Config:
         for f in dataclasses.fields(cls):
             if f.name in overrides:
                 raw: Any = overrides.pop(f.name)
-                source = "--" + f.name.replace("_", "-")
             elif env_name(f.name) in environ:
                 raw = environ[env_name(f.name)]
-                source = env_name(f.name)
             else:
                 continue
-            values[f.name] = _coerce(f, raw, source)
+            values[f.name] = _coerce(f, raw)
         if overrides:
             raise ConfigError(f"unknown setting(s): {', '.join(sorted(overrides))}")
         config = cls(**values)
@@ -289,7 +295,7 @@ class Config:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             meta = f.metadata
-            name = env_name(f.name)
+            name = setting_label(f.name)
             if meta["minimum"] is not None and value < meta["minimum"]:
                 raise ConfigError(f"{name}={value!r} is below the minimum {meta['minimum']}")
             if meta["maximum"] is not None and value > meta["maximum"]:
@@ -300,14 +306,14 @@ class Config:
             value = getattr(self, name)
             if value and not check(value):
                 raise ConfigError(
-                    f"{env_name(name)}={_shown(name, value)!r} is not a valid URL for this setting"
+                    f"{setting_label(name)}={_shown(name, value)!r} is not a valid URL for this setting"
                 )
         if self.jwt_secret and len(self.jwt_secret) < 32:
-            raise ConfigError(f"{env_name('jwt_secret')} must be at least 32 characters long")
+            raise ConfigError(f"{setting_label('jwt_secret')} must be at least 32 characters long")
         if self.tile_url and not all(p in self.tile_url for p in ("{z}", "{x}", "{y}")):
-            raise ConfigError(f"{env_name('tile_url')} must contain {{z}}, {{x}} and {{y}}")
+            raise ConfigError(f"{setting_label('tile_url')} must contain {{z}}, {{x}} and {{y}}")
         if self.port and self.port == self.ws_port:
-            raise ConfigError(f"{env_name('port')} and {env_name('ws_port')} must differ")
+            raise ConfigError(f"{setting_label('port')} and {setting_label('ws_port')} must differ")
 
     # --- derived values ------------------------------------------------------------
     @property
@@ -347,6 +353,15 @@ def env_name(field_name: str) -> str:
     return ENV_PREFIX + field_name.upper()
 
 
+def option_name(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
+
+
+def setting_label(field_name: str) -> str:
+    """How errors name a setting: both ways to set it, ``LOCSHARE_PORT (--port)``."""
+    return f"{env_name(field_name)} ({option_name(field_name)})"
+
+
 def _shown(name: str, value: str) -> str:
     return "***" if name == "database_url" else value
 
@@ -372,7 +387,7 @@ _URL_CHECKS: dict[str, Callable[[str], bool]] = {
 }
 
 
-def _coerce(f: dataclasses.Field[Any], raw: Any, source: str) -> Any:
+def _coerce(f: dataclasses.Field[Any], raw: Any) -> Any:
     kind = (
         f.type
         if isinstance(f.type, type)
@@ -402,7 +417,8 @@ def _coerce(f: dataclasses.Field[Any], raw: Any, source: str) -> Any:
         return text
     except ValueError:
         expected = {bool: "true or false", int: "an integer", float: "a number"}.get(kind, "text")
-        raise ConfigError(f"{source}={text!r} is not {expected}") from None
+        shown = _shown(f.name, text)
+        raise ConfigError(f"{setting_label(f.name)}={shown!r} is not {expected}") from None
 
 
 def settings_table_markdown() -> str:

@@ -36,6 +36,7 @@ from ._auth import Claims, TokenAuthority
 from ._clock import WallClock
 from ._model import ParticipantRecord, SessionRecord, Storage
 from ._pacing import FlushPacer
+from ._ratelimit import KeyedLimiter
 from ._session import Connection, RuntimeSettings, SessionActor
 from ._stats import HubStats
 from .errors import RateLimited, SessionEnded, StorageError, Unauthorized, Unavailable
@@ -54,6 +55,7 @@ class HousekeepingSettings:
     sweep_interval_s: float = 30.0
     ended_retention_s: float = 86400.0
     ws_connections_per_address: int = 500
+    ws_connects_per_address_per_min: int = 600
     max_sessions_in_memory: int = 20000
 
 
@@ -89,6 +91,7 @@ class Hub:
         self._loading: dict[uuid.UUID, trio.Event] = {}
         self._finished: dict[uuid.UUID, trio.Event] = {}
         self._connections_by_address: dict[str, int] = {}
+        self._connects_by_address = KeyedLimiter(housekeeping.ws_connects_per_address_per_min, 60.0)
         self._pending_sessions: dict[uuid.UUID, float] = {}
         self._pending_participants: dict[uuid.UUID, float] = {}
         self.shutting_down = False
@@ -167,6 +170,11 @@ class Hub:
         """Everything that can be checked before the WebSocket upgrade (-> HTTP status)."""
         if self.shutting_down:
             raise Unavailable("the server is shutting down")
+        # First, before any work an attacker could make us repeat: a client that
+        # reconnects in a loop (each 1008 for flooding, say) is slowed to this rate.
+        if not self._connects_by_address.hit(address, trio.current_time()):
+            self.stats.rate_limited += 1
+            raise RateLimited("too many connection attempts from this address")
         claims = self.tokens.verify(token, self.clock.now())
         if claims.role != "participant":
             raise Unauthorized(

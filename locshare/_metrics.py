@@ -52,6 +52,18 @@ COUNTERS: dict[str, tuple[str, str]] = {
     ),
     "locshare_slow_disconnects": ("slow_disconnects", "Clients disconnected for not reading."),
     "locshare_session_crashes": ("session_crashes", "Session actors that failed unexpectedly."),
+    "locshare_connection_errors": (
+        "connection_errors",
+        "Connections whose code failed unexpectedly (closed; the server went on).",
+    ),
+    "locshare_message_errors": (
+        "message_errors",
+        "Client messages whose handling failed unexpectedly (the sender got an error).",
+    ),
+    "locshare_flood_disconnects": (
+        "flood_disconnects",
+        "Connections closed with 1008 for sending far more messages than allowed.",
+    ),
     "locshare_connections_opened": (
         "connections_opened",
         "WebSocket connections attached to a session.",

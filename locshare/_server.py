@@ -29,7 +29,6 @@ from urllib.parse import urlsplit
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.middleware import ProxyFixMiddleware
-from hypercorn.trio import serve as hypercorn_serve
 
 from ._auth import TokenAuthority, load_or_create_secret
 from ._clock import WallClock
@@ -40,9 +39,9 @@ from ._metrics import Metrics
 from ._service import PublicUrls, Service
 from ._session import RuntimeSettings
 from ._storage import PostgresStorage
-from .net._asgi_ws import WebSocketMiddleware
+from .net._front import NoWebSockets, serve_http
 from .net._http import create_app
-from .net._wsserver import serve_websockets
+from .net._wsserver import open_listeners, serve_websockets
 
 log = logging.getLogger("locshare.server")
 
@@ -83,26 +82,20 @@ def housekeeping_settings(config: Config) -> HousekeepingSettings:
         sweep_interval_s=config.sweep_interval_s,
         ended_retention_s=config.ended_retention_s,
         ws_connections_per_address=config.ws_connections_per_address,
+        ws_connects_per_address_per_min=config.ws_connects_per_address_per_min,
         max_sessions_in_memory=config.max_sessions_in_memory,
     )
 
 
-def _hypercorn_config(config: Config, port: int) -> HypercornConfig:
+def _hypercorn_config(config: Config) -> HypercornConfig:
     hc = HypercornConfig()
-    host = config.host
-    hc.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     hc.accesslog = None  # request lines can carry tokens: never logged
     hc.errorlog = logging.getLogger("hypercorn.error")
     hc.graceful_timeout = config.shutdown_grace_s
     hc.websocket_max_message_size = config.max_message_bytes
     hc.include_server_header = False
-    hc.backlog = 2048
     hc.read_timeout = HTTP_READ_TIMEOUT_S  # a client that stops sending mid-request is dropped
     return hc
-
-
-def _port_of(bind: str) -> int:
-    return urlsplit(bind).port or 0
 
 
 async def _watch_signals(shutdown: trio.Event) -> None:
@@ -171,22 +164,29 @@ async def run_server(
                 tile_attribution=config.tile_attribution,
                 render_metrics=None if metrics is None else metrics.render,
             )
-            # Quart's documented middleware hook: wrap app.asgi_app.
-            middleware: Any = WebSocketMiddleware(
-                cast(Any, app.asgi_app), lambda: hub, config.max_message_bytes
-            )
+            # Quart's documented middleware hook: wrap app.asgi_app.  WebSockets never
+            # reach the app (the front door routes them, net/_front.py).
+            middleware: Any = NoWebSockets(cast(Any, app.asgi_app))
             if config.trusted_proxy_hops:
-                # Outermost, so REST and /ws both see the client behind the proxy.
+                # REST requests see the client behind the proxy (the front door applies
+                # the same rule to /ws).
                 middleware = ProxyFixMiddleware(
                     middleware, mode="legacy", trusted_hops=config.trusted_proxy_hops
                 )
             app.asgi_app = cast(Any, middleware)  # type: ignore[method-assign]
+            http_listeners = await open_listeners(config.host, config.port, backlog=2048)
+            port = http_listeners[0].socket.getsockname()[1]
             async with trio.open_nursery() as nursery:
-                binds = await nursery.start(
+                await nursery.start(
                     partial(
-                        hypercorn_serve,
+                        serve_http,
                         app,
-                        _hypercorn_config(config, config.port),
+                        _hypercorn_config(config),
+                        listeners=http_listeners,
+                        hub_getter=lambda: hub,
+                        stats=hub.stats,
+                        max_message_bytes=config.max_message_bytes,
+                        trusted_proxy_hops=config.trusted_proxy_hops,
                         shutdown_trigger=shutdown.wait,
                     )
                 )
@@ -203,7 +203,6 @@ async def run_server(
                             max_message_bytes=config.max_message_bytes,
                         )
                     )
-                    port = _port_of(binds[0]) if binds else config.port
                     service.urls = PublicUrls(
                         config.public_base_url(port), config.public_websocket_url(ws_port, port)
                     )

@@ -48,7 +48,7 @@ from ._ratelimit import TokenBucket
 from .errors import MessageTooBig, ProtocolError, StorageError
 from .geo import BBox, GeoIndex, fit_zooms
 from .net import _protocol as proto
-from .net._transport import ConnectionClosed, Transport
+from .net._transport import OP_PING, ConnectionClosed, Control, Transport
 
 if TYPE_CHECKING:
     from ._hub import Hub
@@ -57,6 +57,9 @@ log = logging.getLogger("locshare.session")
 
 CLOSE_HANDSHAKE_TIMEOUT_S = 2.0
 RATE_LIMIT_ERROR_INTERVAL_S = 1.0
+# A member closes with 1008 once it has sent this many seconds' worth of the allowed
+# rate in dropped messages (net of the rate: sending at twice the limit never closes).
+FLOOD_TOLERANCE_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +104,7 @@ class Member:
     last_seen: float
     slot: int
     bucket: TokenBucket
+    flood: TokenBucket  # dropped messages a member may send before being closed (1008)
     connection: Connection | None = None
     rate_error_at: float = -math.inf
     location_at: float | None = None  # wall time of the last location received
@@ -289,11 +293,22 @@ class Connection:
         return None
 
     async def _reader(self) -> None:
+        """Read the peer's messages and hand each to the session.
+
+        Rule (budget): every message counts against the member's budget of
+        ``max_messages_per_s``, control frames too (a ping costs a pong write).  What
+        exceeds it is dropped; one who keeps exceeding it (``FLOOD_TOLERANCE_S`` worth of
+        dropped messages, net of the allowed rate) is closed with 1008 and not read any
+        further.  Rule (containment): an unexpected error while handling one message
+        costs that message only: its sender gets ``error internal_error``.
+        """
         session = self.session
         member = self.member
+        transport = self.transport
+        stats = session.hub.stats
         while True:
             try:
-                incoming = await self.transport.receive()
+                incoming = await transport.receive()
             except ConnectionClosed:
                 # Peer closed (the transport answered the close handshake) or vanished.
                 self._finished = True
@@ -302,27 +317,44 @@ class Connection:
                 return
             except MessageTooBig as exc:
                 if not self.outbox.closing:
-                    session.hub.stats.count_error(exc.code)
+                    stats.count_error(exc.code)
                     self.close(proto.CLOSE_MESSAGE_TOO_BIG, "message too big")
                 continue  # keep reading (and discarding) until the peer answers the close
             if self.outbox.closing:
                 continue  # closing: the peer's remaining messages are ignored
             now = trio.current_time()
             if not member.bucket.take(now):
-                session.hub.stats.rate_limited += 1
+                stats.rate_limited += 1
+                if not member.flood.take(now):
+                    stats.flood_disconnects += 1
+                    self.close(proto.CLOSE_POLICY, "too many messages")
+                    return  # not a byte more is parsed; the writer closes the connection
                 if now - member.rate_error_at >= RATE_LIMIT_ERROR_INTERVAL_S:
                     member.rate_error_at = now
                     self.send_error("rate_limited", "too many messages; excess dropped")
+                continue
+            if isinstance(incoming, Control):
+                if incoming.opcode == OP_PING:
+                    with contextlib.suppress(ConnectionClosed):  # the next receive finds out
+                        await transport.pong(incoming.payload)
                 continue
             try:
                 message = proto.parse_client_message(incoming.data, is_text=incoming.is_text)
             except ProtocolError as exc:
                 self.send_error(exc.code, exc.message)
                 continue
-            if isinstance(message, proto.Leave):
-                await session.leave_from(self)
-                continue
-            session.handle(self, message, now)
+            try:
+                if isinstance(message, proto.Leave):
+                    await session.leave_from(self)
+                else:
+                    session.handle(self, message, now)
+            except Exception:
+                stats.message_errors += 1
+                log.exception(
+                    "handling a client message failed; the sender was told",
+                    extra={"session_id": session.id_str},
+                )
+                self.send_error("internal_error", "the server could not handle this message")
 
 
 class SessionActor:
@@ -482,6 +514,11 @@ class SessionActor:
             slot=slot,
             bucket=TokenBucket(
                 settings.max_messages_per_s, settings.max_messages_per_s, trio.current_time()
+            ),
+            flood=TokenBucket(
+                settings.max_messages_per_s,
+                settings.max_messages_per_s * FLOOD_TOLERANCE_S,
+                trio.current_time(),
             ),
         )
         self.members[participant.id] = member

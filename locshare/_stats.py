@@ -68,6 +68,9 @@ class HubStats:
     rate_limited: int = 0
     slow_disconnects: int = 0
     session_crashes: int = 0
+    connection_errors: int = 0
+    message_errors: int = 0
+    flood_disconnects: int = 0
     connections_opened: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     flush_seconds: Histogram = field(default_factory=Histogram)

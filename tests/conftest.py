@@ -166,6 +166,7 @@ def server_config(database_url: str, data_dir: Path, **overrides: Any) -> Config
         "sessions_per_address_per_min": 100_000,
         "joins_per_session_per_min": 100_000,
         "ws_connections_per_address": 100_000,
+        "ws_connects_per_address_per_min": 1_000_000,
     }
     values.update(overrides)
     return Config.load(values, environ={})

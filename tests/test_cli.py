@@ -34,10 +34,23 @@ def locshare(
 def test_configuration_errors_exit_2_with_the_setting_named() -> None:
     result = locshare("serve", env={"LOCSHARE_PORT": "eighty"})
     assert result.returncode == 2
-    assert "LOCSHARE_PORT='eighty' is not an integer" in result.stderr
+    assert "LOCSHARE_PORT (--port)='eighty' is not an integer" in result.stderr
     result = locshare("serve", "--location-ttl-s", "0")
     assert result.returncode == 2
-    assert "below the minimum" in result.stderr
+    assert "LOCSHARE_LOCATION_TTL_S (--location-ttl-s)=0.0 is below the minimum" in result.stderr
+
+
+def test_every_option_has_help_text() -> None:
+    for command in ("serve", "settings", "healthcheck"):
+        result = locshare(command, "--help")
+        assert result.returncode == 0
+        lines = result.stdout.splitlines()
+        for number, line in enumerate(lines):
+            stripped = line.strip()
+            if stripped.startswith("--") and stripped != "--help" and "  " not in stripped:
+                # An option alone on its line: its help must follow on the next line.
+                following = lines[number + 1].strip() if number + 1 < len(lines) else ""
+                assert following and not following.startswith("-"), (command, stripped)
 
 
 def test_settings_table() -> None:

@@ -51,13 +51,13 @@ def test_a_flush_interval_above_the_adaptive_maximum_fixes_the_window() -> None:
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"LOCSHARE_PORT": "eighty"}, "LOCSHARE_PORT='eighty' is not an integer"),
+        ({"LOCSHARE_PORT": "eighty"}, "LOCSHARE_PORT (--port)='eighty' is not an integer"),
         ({"LOCSHARE_PORT": "70000"}, "above the maximum"),
         ({"LOCSHARE_LOCATION_TTL_S": "0"}, "below the minimum"),
         ({"LOCSHARE_LOCATION_TTL_S": "nan"}, "is not a number"),
         ({"LOCSHARE_GC_TUNING": "maybe"}, "true or false"),
         ({"LOCSHARE_LOG_FORMAT": "xml"}, "must be one of text, json"),
-        ({"LOCSHARE_DATABASE_URL": "mysql://x"}, "LOCSHARE_DATABASE_URL='***'"),
+        ({"LOCSHARE_DATABASE_URL": "mysql://x"}, "LOCSHARE_DATABASE_URL (--database-url)='***'"),
         ({"LOCSHARE_PUBLIC_URL": "ftp://x"}, "not a valid URL"),
         ({"LOCSHARE_JWT_SECRET": "short"}, "at least 32"),
         ({"LOCSHARE_TILE_URL": "https://t/{z}.png"}, "{x}"),
@@ -68,6 +68,17 @@ def test_bad_values_name_the_setting(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=None) as info:
         Config.load(environ=env)
     assert message in str(info.value)
+    # Both ways to set it are named, whichever was used.
+    for variable in env:
+        if variable in str(info.value):
+            option = "--" + variable.removeprefix("LOCSHARE_").lower().replace("_", "-")
+            assert option in str(info.value)
+
+
+def test_a_bad_option_names_the_variable_too() -> None:
+    with pytest.raises(ConfigError, match=None) as info:
+        Config.load({"port": "eighty"}, environ={})
+    assert "LOCSHARE_PORT (--port)='eighty' is not an integer" in str(info.value)
 
 
 def test_unknown_override() -> None:

@@ -343,4 +343,5 @@ async def test_a_failing_admission_costs_one_connection(
     finally:
         for client in clients:
             await client.aclose()
-    assert any("admitting a WebSocket connection" in r.getMessage() for r in caplog.records)
+    assert any("a connection's code failed" in r.getMessage() for r in caplog.records)
+    assert server.hub.stats.connection_errors == 1

@@ -160,7 +160,9 @@ async def running_hub(**overrides: Any) -> AsyncIterator[Harness]:
         trio.open_nursery() as nursery,
         open_hub(
             settings=settings,
-            housekeeping=HousekeepingSettings(ws_connections_per_address=100),
+            housekeeping=HousekeepingSettings(
+                ws_connections_per_address=100, ws_connects_per_address_per_min=100_000
+            ),
             tokens=tokens,
             clock=clock,
             grace_s=2.0,

@@ -10,12 +10,14 @@ Rules:
        decoded here (into the transport's :class:`Incoming`) only if it is a complete data frame (text or binary) with FIN set,
        no RSV bit, masked (every client frame must be), at most ``max_message_bytes``
        long, and valid UTF-8 if it is text; and no fragmented message is in progress.
-    2. A complete ping or pong frame is handed back whole (:class:`Passthrough` with
-       ``final=False``): the caller feeds exactly those bytes to wsproto, whose buffer
-       is therefore empty again afterwards, and the fast path continues.
+    2. A complete ping or pong frame (FIN, no RSV bit, masked, at most 125 bytes) is
+       decoded too, into the transport's :class:`Control`, so that the reader can
+       charge it against the sender's message budget before anything answers it (a
+       ping costs a pong write: unanswered and uncounted, one connection's pings could
+       keep the core busy).
     3. Anything else (a close frame, a fragment, an oversized or malformed frame, text
        that is not UTF-8) ends the fast path for good: everything buffered from that
-       frame's first byte on is handed back (``final=True``) and the caller feeds it,
+       frame's first byte on is handed back (:class:`Passthrough`) and the caller feeds it,
        and all later bytes, to wsproto, which then sees an unbroken stream starting at a
        frame boundary and answers exactly as it would have from the start.
     4. Memory stays bounded: besides complete frames not yet taken, the buffer holds at
@@ -30,20 +32,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from ._transport import Incoming
+from ._transport import OP_PING, OP_PONG, Control, Incoming
 
 _OP_TEXT: Final = 0x1
 _OP_BINARY: Final = 0x2
-_OP_PING: Final = 0x9
-_OP_PONG: Final = 0xA
 
 
 @dataclass(frozen=True, slots=True)
 class Passthrough:
-    """Bytes for wsproto: one complete control frame, or (``final``) the rest of the stream."""
+    """Bytes for wsproto: the rest of the stream, from an unusual frame's first byte on."""
 
     data: bytes
-    final: bool
 
 
 def unmask(payload: bytes, mask: bytes) -> bytes:
@@ -68,7 +67,7 @@ class FastFrames:
     def feed(self, data: bytes) -> None:
         self._buf = self._buf + data if self._buf else data
 
-    def next(self) -> Incoming | Passthrough | None:
+    def next(self) -> Incoming | Control | Passthrough | None:
         """The next item, or ``None`` until more bytes arrive."""
         buf = self._buf
         size = len(buf)
@@ -94,15 +93,15 @@ class FastFrames:
         if opcode in (_OP_TEXT, _OP_BINARY):
             if length > self._max:
                 return self._give_up()
-        elif opcode not in (_OP_PING, _OP_PONG) or length > 125:
+        elif opcode not in (OP_PING, OP_PONG) or length > 125:
             return self._give_up()
         end = pos + 4 + length
         if size < end:
             return None
-        if opcode in (_OP_PING, _OP_PONG):
-            self._buf = buf[end:]
-            return Passthrough(buf[:end], final=False)
         payload = unmask(buf[pos + 4 : end], buf[pos : pos + 4])
+        if opcode in (OP_PING, OP_PONG):
+            self._buf = buf[end:]
+            return Control(opcode, payload)
         if opcode == _OP_TEXT:
             try:
                 text = payload.decode("utf-8")
@@ -115,7 +114,7 @@ class FastFrames:
 
     def _give_up(self) -> Passthrough:
         rest, self._buf = self._buf, b""
-        return Passthrough(rest, final=True)
+        return Passthrough(rest)
 
     @property
     def buffered(self) -> int:

@@ -61,10 +61,18 @@ LOCATION_ENTRY_FIELDS: Final = (
     "timestamp",
 )
 
-ERROR_CODES: Final = ("malformed_message", "unknown_type", "invalid_location", "rate_limited")
+ERROR_CODES: Final = (
+    "malformed_message",
+    "unknown_type",
+    "invalid_location",
+    "rate_limited",
+    "internal_error",
+)
 
 CLOSE_NORMAL: Final = 1000
 CLOSE_GOING_AWAY: Final = 1001
+CLOSE_PROTOCOL_ERROR: Final = 1002
+CLOSE_POLICY: Final = 1008
 CLOSE_MESSAGE_TOO_BIG: Final = 1009
 CLOSE_INTERNAL_ERROR: Final = 1011
 CLOSE_TRY_AGAIN: Final = 1013

@@ -1,9 +1,9 @@
 """The seam between the session runtime and a WebSocket implementation.
 
-Two transports implement :class:`Transport`: the dedicated wsproto listener
-(``_wsserver.py``, the fast path) and the ASGI ``/ws`` route on the REST port
-(``_asgi_ws.py``).  The session runtime only ever talks to this interface, so the
-protocol logic exists once.
+One transport implements :class:`Transport`: wsproto on a trio stream
+(``_wsserver.py``), for both the dedicated WebSocket port and ``/ws`` on the REST port
+(whose front door, ``_front.py``, hands WebSocket upgrades to the same code).  The
+session runtime only ever talks to this interface, so the protocol logic exists once.
 
 Contract:
     * :meth:`Transport.send` writes every frame, in order, in as few writes as the
@@ -12,9 +12,11 @@ Contract:
     * :meth:`Transport.send_nowait` writes what the socket accepts *now* and returns how
       many bytes that was (0: would block, or this transport cannot write
       synchronously).  Only called while no ``send`` is in progress.
-    * :meth:`Transport.receive` returns the next *complete* message or raises
-      :class:`ConnectionClosed` (peer closed, network error) or
-      :class:`~locshare.errors.MessageTooBig` (message over the size limit).
+    * :meth:`Transport.receive` returns the next *complete* message, or a
+      :class:`Control` frame (ping or pong: the caller decides whether to answer a ping,
+      with :meth:`Transport.pong`, so control frames count against the same message
+      budget as data), or raises :class:`ConnectionClosed` (peer closed, network error)
+      or :class:`~locshare.errors.MessageTooBig` (message over the size limit).
     * :meth:`Transport.close` sends a close frame (once); the peer's answer then shows
       up as :class:`ConnectionClosed` from :meth:`receive`.
     * :meth:`Transport.aclose` tears the connection down; idempotent, never raises.
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 from ..errors import ApiError
 from ._protocol import CLOSE_SESSION_ENDED, CLOSE_TRY_AGAIN, CLOSE_UNAUTHORIZED, OutFrame, encode
@@ -45,6 +47,18 @@ class Incoming:
     is_text: bool
 
 
+OP_PING: Final = 0x9
+OP_PONG: Final = 0xA
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """A ping or pong from the peer (``opcode`` is :data:`OP_PING` or :data:`OP_PONG`)."""
+
+    opcode: int
+    payload: bytes
+
+
 class Transport(Protocol):
     remote_address: str
 
@@ -54,7 +68,9 @@ class Transport(Protocol):
 
     def send_nowait(self, data: bytes) -> int: ...
 
-    async def receive(self) -> Incoming: ...
+    async def receive(self) -> Incoming | Control: ...
+
+    async def pong(self, payload: bytes) -> None: ...
 
     async def close(self, code: int, reason: str = "") -> None: ...
 

@@ -1,18 +1,28 @@
-"""The dedicated WebSocket listener (the fast path): wsproto on plain trio streams.
+"""WebSockets on plain trio streams: wsproto for the handshake and everything unusual,
+:mod:`._frames` for the common client frames, shared pre-encoded bytes going out.
 
 Why it exists: per frame, quart-trio on hypercorn costs about 150 us and
 trio-websocket about 90 us on this machine; broadcasting one pre-encoded frame with
 one ``send_all`` per recipient is much cheaper still (docs/design.md).  Here wsproto
 parses the handshake and every unusual incoming frame, :mod:`._frames` the common ones
-(complete, masked, unfragmented data frames), and outgoing data frames are the shared
-bytes of :attr:`OutFrame.wire`, written directly.
+(complete, masked, unfragmented data frames, pings and pongs), and outgoing data frames
+are the shared bytes of :attr:`OutFrame.wire`, written directly.
+
+One admission path: :func:`serve_stream` is the only way a socket becomes a session
+connection, for the dedicated port (:func:`serve_websockets`) and for ``/ws`` on the
+REST port (whose front door, :mod:`._front`, hands it WebSocket upgrades).  wsproto is
+never asked to negotiate an extension, so no compression exists on either port: a
+message's size on the wire is its size in memory (the 16 KiB limit means 16 KiB).
 
 Resource handling:
-    :func:`serve_websockets` owns a nursery with one accept loop per listener and one
-    short-lived handshake task per TCP connection (bounded by ``HANDSHAKE_TIMEOUT_S``).
-    A successful handshake hands the stream to the session runtime
-    (:meth:`Hub.connect`), whose connection task owns and closes it from then on.
-    A refused handshake gets an HTTP error with a JSON body before the upgrade.
+    :func:`serve_listeners` owns one accept loop per listener and one handler task per
+    TCP connection, each run through :func:`contained`: whatever a connection's bytes
+    make its code raise ends that connection (logged with a connection id, counted in
+    ``locshare_connection_errors_total``), never the listener or the process.  A
+    handshake is bounded by ``HANDSHAKE_TIMEOUT_S``.  A successful handshake hands the
+    stream to the session runtime (:meth:`Hub.connect`), whose connection task owns and
+    closes it from then on.  A refused handshake gets an HTTP error with a JSON body
+    before the upgrade.
 """
 
 from __future__ import annotations
@@ -21,8 +31,11 @@ import contextlib
 import errno
 import logging
 import os
+import secrets
 import socket
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qs
 
 import orjson
@@ -34,6 +47,7 @@ from wsproto.events import (
     BytesMessage,
     CloseConnection,
     Ping,
+    Pong,
     RejectConnection,
     RejectData,
     Request,
@@ -41,19 +55,46 @@ from wsproto.events import (
 )
 from wsproto.utilities import RemoteProtocolError
 
-from .._hub import Hub
+from .._logging import request_id_var
 from ..errors import ApiError, LocshareError, MessageTooBig, StorageUnavailable
 from ._frames import FastFrames
 from ._protocol import OutFrame
-from ._transport import ConnectionClosed, Incoming, refuse_after_upgrade
+from ._transport import (
+    OP_PING,
+    OP_PONG,
+    ConnectionClosed,
+    Control,
+    Incoming,
+    refuse_after_upgrade,
+)
+
+if TYPE_CHECKING:
+    from .._hub import Hub
+    from .._stats import HubStats
 
 log = logging.getLogger("locshare.ws")
 
-HANDSHAKE_TIMEOUT_S = 10.0
-RECEIVE_CHUNK_BYTES = 65536
-LINGER_S = 0.5
-WS_PATHS = ("/ws", "/ws/")
+HANDSHAKE_TIMEOUT_S: Final = 10.0
+RECEIVE_CHUNK_BYTES: Final = 65536
+LINGER_S: Final = 0.5
+LINGER_MAX_BYTES: Final = 256 * 1024
+WS_PATHS: Final = ("/ws", "/ws/")
 _ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+
+# Close reasons are fixed, human text: never an exception's message (wsproto's reasons
+# for 1007 carry Python codec text such as "'utf-8' codec can't decode byte 0xff").
+CLOSE_REASONS: Final = {
+    1002: "protocol error",
+    1003: "unsupported data",
+    1007: "invalid UTF-8 in a text message",
+    1008: "policy violation",
+    1009: "message too big",
+    1011: "internal error; reconnect",
+}
+
+
+def close_reason(code: int) -> str:
+    return CLOSE_REASONS.get(code, "")
 
 
 class WsprotoTransport:
@@ -80,7 +121,6 @@ class WsprotoTransport:
         # The common frames are decoded by FastFrames until something unusual arrives
         # (``fast_frames=False``: wsproto alone, for comparison in the tests).
         self._fast = FastFrames(max_message_bytes) if fast_frames else None
-        self._ws_fed = not fast_frames
         # ``early``: frames the client sent right behind its request, which wsproto's
         # server handshake would drop.
         if early:
@@ -117,12 +157,24 @@ class WsprotoTransport:
         else:
             await self._write(b"".join([frame.wire for frame in frames]))
 
-    async def receive(self) -> Incoming:
+    async def pong(self, payload: bytes) -> None:
+        if self._ws.state is ConnectionState.OPEN:
+            await self._write(self._ws.send(Pong(payload=payload)))
+
+    async def receive(self) -> Incoming | Control:
         ws = self._ws
         while True:
-            # wsproto has events only if it was fed: always once the fast path is off,
-            # and after a control frame passed through.
-            for event in ws.events() if self._ws_fed or self._fast is None else ():
+            fast = self._fast
+            if fast is not None:
+                item = fast.next()
+                if item is None:
+                    fast.feed(await self._receive_chunk())
+                    continue
+                if isinstance(item, Incoming | Control):
+                    return item
+                self._fast = None  # something unusual: wsproto reads everything from here on
+                ws.receive_data(item.data)
+            for event in ws.events():
                 if isinstance(event, TextMessage):
                     self._collect(len(event.data))
                     self._text.append(event.data)
@@ -136,27 +188,14 @@ class WsprotoTransport:
                         data, self._bytes, self._size = b"".join(self._bytes), [], 0
                         return Incoming(data, False)
                 elif isinstance(event, Ping):
-                    await self._write(ws.send(event.response()))
+                    return Control(OP_PING, bytes(event.payload))
+                elif isinstance(event, Pong):
+                    return Control(OP_PONG, bytes(event.payload))
                 elif isinstance(event, CloseConnection):
                     await self._answer_close(event)
                     raise ConnectionClosed(event.code, event.reason or "")
-            fast = self._fast
-            if fast is not None:
-                item = fast.next()
-                if isinstance(item, Incoming):
-                    return item
-                if item is not None:
-                    if item.final:
-                        self._fast = None  # wsproto reads everything from here on
-                    ws.receive_data(item.data)
-                    self._ws_fed = True
-                    continue
-            self._ws_fed = False
-            chunk = await self._receive_chunk()
-            if self._fast is not None:
-                self._fast.feed(chunk)
-            else:
-                ws.receive_data(chunk)
+            if self._fast is None:
+                ws.receive_data(await self._receive_chunk())
 
     async def _receive_chunk(self) -> bytes:
         """The next bytes from the peer; :class:`ConnectionClosed` at its end.
@@ -196,8 +235,9 @@ class WsprotoTransport:
         if ws.state is ConnectionState.REMOTE_CLOSING:
             reply = ws.send(event.response())  # complete the peer's close handshake
         elif ws.state is ConnectionState.OPEN:
-            # wsproto reports a protocol violation as a CloseConnection: tell the peer.
-            reply = ws.send(CloseConnection(code=event.code, reason=(event.reason or "")[:100]))
+            # wsproto reports a protocol violation (1002, 1007...) as a CloseConnection:
+            # tell the peer, with a fixed reason rather than wsproto's exception text.
+            reply = ws.send(CloseConnection(code=event.code, reason=close_reason(event.code)))
         else:
             return
         with contextlib.suppress(ConnectionClosed):
@@ -217,8 +257,13 @@ class WsprotoTransport:
         try:
             with trio.move_on_after(LINGER_S):
                 await self._stream.send_eof()  # type: ignore[attr-defined]
-                while await self._stream.receive_some(RECEIVE_CHUNK_BYTES):
-                    pass
+                # Bounded: a peer that floods us gets the reset it asks for, not our CPU.
+                discarded = 0
+                while discarded < LINGER_MAX_BYTES:
+                    chunk = await self._stream.receive_some(RECEIVE_CHUNK_BYTES)
+                    if not chunk:
+                        break
+                    discarded += len(chunk)
         except (
             trio.BrokenResourceError,
             trio.ClosedResourceError,
@@ -231,7 +276,7 @@ class WsprotoTransport:
             await trio.aclose_forcefully(self._stream)
 
 
-def _peer_address(stream: trio.abc.Stream) -> str:
+def peer_address(stream: trio.abc.Stream) -> str:
     sock = getattr(stream, "socket", None)
     if sock is None:
         return "local"
@@ -242,11 +287,31 @@ def _peer_address(stream: trio.abc.Stream) -> str:
     return str(peer[0]) if isinstance(peer, tuple) else str(peer)
 
 
+def forwarded_client(headers: Iterable[tuple[bytes, bytes]], trusted_hops: int, peer: str) -> str:
+    """The client behind ``trusted_hops`` reverse proxies (``X-Forwarded-For``, each proxy
+    appending the address it received from), else ``peer``.  The same rule as
+    hypercorn's ``ProxyFixMiddleware`` in legacy mode, which REST requests go through."""
+    if trusted_hops <= 0:
+        return peer
+    values: list[str] = []
+    for name, value in headers:
+        if name.lower() == b"x-forwarded-for":
+            values.extend(part.decode("latin-1").strip() for part in value.split(b","))
+    if len(values) >= trusted_hops and values[-trusted_hops]:
+        return values[-trusted_hops]
+    return peer
+
+
 async def _reject(
     stream: trio.abc.Stream, ws: WSConnection, status: int, code: str, message: str
 ) -> None:
     body = orjson.dumps({"error": {"code": code, "message": message}})
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-content-type-options", b"nosniff"),
+        (b"cache-control", b"no-store"),
+    ]
     try:
         data = ws.send(RejectConnection(status_code=status, headers=headers, has_body=True))
         data += ws.send(RejectData(data=body, body_finished=True))
@@ -255,24 +320,36 @@ async def _reject(
         pass
 
 
-async def serve_stream(hub: Hub, stream: trio.abc.Stream, max_message_bytes: int) -> None:
+async def serve_stream(
+    hub: Hub,
+    stream: trio.abc.Stream,
+    max_message_bytes: int,
+    *,
+    received: bytes = b"",
+    trusted_proxy_hops: int = 0,
+) -> None:
     """Handshake on ``stream`` and hand it to its session (or refuse it with HTTP).
 
-    Works on any trio stream (TCP here; in-memory streams in the time-driven tests).
+    ``received``: bytes already read from the stream (the REST port's front door read
+    the request head to route it here).  ``trusted_proxy_hops``: read the client's
+    address from ``X-Forwarded-For`` (the REST port behind a reverse proxy).  Works on
+    any trio stream (TCP here; in-memory streams in the time-driven tests).
     """
     handed_over = False
     try:
         ws = WSConnection(ConnectionType.SERVER)
         request: Request | None = None
-        received = b""  # the handshake's bytes (h11 bounds their size)
+        buffered = received  # the handshake's bytes (h11 bounds their size)
+        pending = received
         with trio.move_on_after(HANDSHAKE_TIMEOUT_S):
             while request is None:
-                data = await stream.receive_some(RECEIVE_CHUNK_BYTES)
-                if not data:
-                    return
-                received += data
+                if not pending:
+                    pending = bytes(await stream.receive_some(RECEIVE_CHUNK_BYTES))
+                    if not pending:
+                        return
+                    buffered += pending
                 try:
-                    ws.receive_data(bytes(data))
+                    ws.receive_data(bytes(pending))
                 except RemoteProtocolError as exc:
                     hint = exc.event_hint
                     if isinstance(hint, RejectConnection):
@@ -284,6 +361,7 @@ async def serve_stream(hub: Hub, stream: trio.abc.Stream, max_message_bytes: int
                             "expected a WebSocket upgrade",
                         )
                     return
+                pending = b""
                 for event in ws.events():
                     if isinstance(event, Request):
                         request = event
@@ -293,7 +371,9 @@ async def serve_stream(hub: Hub, stream: trio.abc.Stream, max_message_bytes: int
                 await _reject(stream, ws, 404, "not_found", "WebSocket endpoint is /ws")
                 return
             token = (parse_qs(query).get("token") or [""])[0]
-            address = _peer_address(stream)
+            address = forwarded_client(
+                request.extra_headers, trusted_proxy_hops, peer_address(stream)
+            )
             try:
                 claims = await hub.authorize(token, address)
             except ApiError as exc:
@@ -308,7 +388,7 @@ async def serve_stream(hub: Hub, stream: trio.abc.Stream, max_message_bytes: int
         if request is None or ws.state is not ConnectionState.OPEN:
             return  # timed out
         # Frames right behind the request (a client that did not wait for our answer).
-        early = received[received.find(b"\r\n\r\n") + 4 :]
+        early = buffered[buffered.find(b"\r\n\r\n") + 4 :]
         transport = WsprotoTransport(stream, ws, address, max_message_bytes, early=early)
         try:
             await hub.connect(claims, transport)
@@ -319,31 +399,78 @@ async def serve_stream(hub: Hub, stream: trio.abc.Stream, max_message_bytes: int
             await refuse_after_upgrade(transport, None)
     except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionClosed):
         pass
-    except Exception:
-        # A bug must cost one connection, never the listener (and every other socket).
-        log.exception("unexpected error while admitting a WebSocket connection")
     finally:
         if not handed_over:
             await trio.aclose_forcefully(stream)
 
 
-async def _accept_loop(
-    hub: Hub, listener: trio.SocketListener, nursery: trio.Nursery, max_message_bytes: int
+async def contained(
+    handler: Callable[[trio.SocketStream], Awaitable[None]],
+    stream: trio.SocketStream,
+    *,
+    stats: HubStats,
+    listener: str,
 ) -> None:
-    async with listener:
-        while True:
-            try:
-                stream = await listener.accept()
-            except OSError as exc:
-                if exc.errno in _ACCEPT_RETRY_ERRNOS:
-                    log.error(
-                        "accept failed (%s); pausing 100 ms",
-                        errno.errorcode.get(exc.errno or 0, "?"),
-                    )
-                    await trio.sleep(0.1)
-                    continue
-                raise
-            nursery.start_soon(serve_stream, hub, stream, max_message_bytes)
+    """Run one connection's ``handler``; whatever it raises ends that connection only.
+
+    Rule: no input from a connection can end the process.  An exception escaping a
+    connection's code (a bug, or a library refusing what a peer sent in a way nobody
+    foresaw) is logged once with the connection's id, counted, and the connection is
+    closed; the listener and every other connection go on.  Cancellation passes.
+    """
+    connection_id = "c-" + secrets.token_hex(6)
+    request_id_var.set(connection_id)  # every log line of this task carries it
+    try:
+        await handler(stream)
+    except* Exception as group:
+        stats.connection_errors += 1
+        log.error(
+            "a connection's code failed; closed that connection",
+            extra={"connection_id": connection_id, "listener": listener},
+            exc_info=group,
+        )
+        await trio.aclose_forcefully(stream)
+
+
+async def serve_listeners(
+    handler: Callable[[trio.SocketStream], Awaitable[None]],
+    listeners: list[trio.SocketListener],
+    *,
+    stats: HubStats,
+    name: str,
+    connections: trio.Nursery,
+) -> None:
+    """Accept on every listener until cancelled; each connection runs ``handler`` (contained)
+    in the ``connections`` nursery."""
+
+    async def accept_loop(listener: trio.SocketListener) -> None:
+        async with listener:
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:
+                    if exc.errno in _ACCEPT_RETRY_ERRNOS:
+                        log.error(
+                            "accept failed (%s); pausing 100 ms",
+                            errno.errorcode.get(exc.errno or 0, "?"),
+                        )
+                        await trio.sleep(0.1)
+                        continue
+                    raise
+                connections.start_soon(
+                    partial(contained, stats=stats, listener=name), handler, stream
+                )
+
+    async with trio.open_nursery() as nursery:
+        for listener in listeners:
+            nursery.start_soon(accept_loop, listener)
+
+
+async def open_listeners(host: str, port: int, *, backlog: int) -> list[trio.SocketListener]:
+    listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
+    for listener in listeners:
+        listener.socket.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    return listeners
 
 
 async def serve_websockets(
@@ -355,11 +482,14 @@ async def serve_websockets(
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on ``host:port`` until cancelled; ``task_status.started(bound_port)``."""
-    listeners = await trio.open_tcp_listeners(port, host=host, backlog=4096)
+    listeners = await open_listeners(host, port, backlog=4096)
     bound = listeners[0].socket.getsockname()[1]
-    for listener in listeners:
-        listener.socket.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+
+    async def handler(stream: trio.SocketStream) -> None:
+        await serve_stream(hub, stream, max_message_bytes)
+
     async with trio.open_nursery() as nursery:
-        for listener in listeners:
-            nursery.start_soon(_accept_loop, hub, listener, nursery, max_message_bytes)
         task_status.started(bound)
+        await serve_listeners(
+            handler, listeners, stats=hub.stats, name="websocket", connections=nursery
+        )

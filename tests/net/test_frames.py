@@ -2,8 +2,9 @@
 
 Unit tests pin each rule of :class:`FastFrames`; the property test runs random frame
 sequences, cut into random chunks, through the real transport twice, once with the
-fast path and once with wsproto alone, and requires the same messages, errors, close
-codes and bytes written back.
+fast path and once with wsproto alone, and requires the same messages, control frames,
+errors, close codes and bytes written back (pings answered by the caller, as the
+session's reader does).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from wsproto.events import AcceptConnection, Request
 
 from locshare.errors import MessageTooBig
 from locshare.net._frames import FastFrames, Passthrough, unmask
-from locshare.net._transport import ConnectionClosed, Incoming
+from locshare.net._transport import OP_PING, OP_PONG, ConnectionClosed, Control, Incoming
 from locshare.net._wsserver import WsprotoTransport
 from tests.conftest import Running
 from tests.net.rawws import BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT, RawWebSocket, frame
@@ -31,11 +32,11 @@ from tests.net.rawws import BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT, RawWe
 MAX = 16384
 
 
-def taken(frames: FastFrames) -> list[Incoming | Passthrough]:
-    items = []
+def taken(frames: FastFrames) -> list[Incoming | Control | Passthrough]:
+    items: list[Incoming | Control | Passthrough] = []
     while (item := frames.next()) is not None:
         items.append(item)
-        if isinstance(item, Passthrough) and item.final:
+        if isinstance(item, Passthrough):
             break
     return items
 
@@ -75,14 +76,12 @@ def test_frames_cut_anywhere_come_out_whole_and_in_order() -> None:
         ]
 
 
-def test_a_ping_passes_through_whole_and_the_fast_path_goes_on() -> None:
-    ping = frame(PING, b"hi")
-    pong = frame(PONG, b"")
+def test_pings_and_pongs_are_decoded_for_the_reader_and_the_fast_path_goes_on() -> None:
     frames = FastFrames(MAX)
-    frames.feed(ping + pong + frame(TEXT, b"{}"))
+    frames.feed(frame(PING, b"hi") + frame(PONG, b"") + frame(TEXT, b"{}"))
     assert taken(frames) == [
-        Passthrough(ping, final=False),
-        Passthrough(pong, final=False),
+        Control(OP_PING, b"hi"),
+        Control(OP_PONG, b""),
         Incoming("{}", True),
     ]
 
@@ -107,7 +106,7 @@ def test_anything_unusual_hands_the_rest_of_the_stream_to_wsproto(odd: bytes) ->
     first = frame(TEXT, b'{"a":1}')
     frames = FastFrames(MAX)
     frames.feed(first + odd + b"later")
-    assert taken(frames) == [Incoming('{"a":1}', True), Passthrough(odd + b"later", final=True)]
+    assert taken(frames) == [Incoming('{"a":1}', True), Passthrough(odd + b"later")]
     assert frames.buffered == 0
 
 
@@ -115,7 +114,7 @@ def test_an_oversized_frame_is_refused_from_its_header_without_buffering() -> No
     frames = FastFrames(100)
     header = frame(TEXT, b"z" * 101)[:8]  # 2 + 2 (length) + 4 (mask): no payload yet
     frames.feed(header)
-    assert taken(frames) == [Passthrough(header, final=True)]
+    assert taken(frames) == [Passthrough(header)]
 
 
 # --- the transport: fast path against wsproto alone -------------------------------------
@@ -166,6 +165,11 @@ async def run_transport(chunks: list[bytes], *, fast: bool, max_bytes: int) -> d
             except ConnectionClosed as exc:
                 outcome.append(("closed", exc.code))
                 break
+            if isinstance(incoming, Control):
+                outcome.append(("control", incoming.opcode, incoming.payload))
+                if incoming.opcode == OP_PING:
+                    await transport.pong(incoming.payload)
+                continue
             outcome.append((incoming.data, incoming.is_text))
         await ours.aclose()
     return {"outcome": outcome, "written": bytes(written)}

@@ -187,6 +187,7 @@ def test_contract_names_are_consistent() -> None:
         "unknown_type",
         "invalid_location",
         "rate_limited",
+        "internal_error",
     }
 
 

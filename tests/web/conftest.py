@@ -189,6 +189,7 @@ def server_env(database_url: str, **extra: str) -> dict[str, str]:
         "LOCSHARE_SESSIONS_PER_ADDRESS_PER_MIN": "100000",
         "LOCSHARE_JOINS_PER_SESSION_PER_MIN": "100000",
         "LOCSHARE_WS_CONNECTIONS_PER_ADDRESS": "100000",
+        "LOCSHARE_WS_CONNECTS_PER_ADDRESS_PER_MIN": "100000",
         **extra,
     }
 
