@@ -37,6 +37,7 @@ from playwright.sync_api import (
     BrowserContext,
     ConsoleMessage,
     Page,
+    Playwright,
     expect,
     sync_playwright,
 )
@@ -195,7 +196,7 @@ def server_env(database_url: str, **extra: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
+def playwright() -> Iterator[Playwright]:
     # Module scope, not session: Playwright's sync API keeps an asyncio loop around,
     # which must be gone before the trio tests of other modules run.
     if not CHROMIUM.exists():
@@ -203,10 +204,22 @@ def browser() -> Iterator[Browser]:
         if in_ci():
             pytest.fail(reason)
         pytest.skip(reason)
-    with standard_asyncio_policy(), sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
-        yield launched
-        launched.close()
+    with standard_asyncio_policy(), sync_playwright() as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+    yield launched
+    launched.close()
+
+
+@pytest.fixture(scope="module")
+def devices(playwright: Playwright) -> dict[str, dict[str, Any]]:
+    """Playwright's device descriptors (user agent, viewport, is_mobile, has_touch), for
+    ``open_tab(devices["Pixel 7"])``; all of them are emulated in this Chromium."""
+    return dict(playwright.devices)
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Page, Route, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from tests.web.conftest import DESKTOP, LOCATION_TTL_S, PHONE, Tab, WebServer, screenshot
 
@@ -474,6 +475,242 @@ def test_the_page_fits_phone_and_desktop_screens(
     else:
         assert state["width"] >= 0.6 * width and state["height"] == height
     screenshot(page, f"live-map-alone-{name}")
+    tab.assert_no_console_errors()
+
+
+# --- name labels ----------------------------------------------------------------------------
+# Names as long as people type them (the limit is 100 characters): every label is at its
+# 180 px maximum, far wider than the 48 px the hints leave at the map's sides.
+LONG_NAMES = [
+    "Maximiliane Alexandra Freifrau von Hohenzollern-Sigmaringen",
+    "Bartholomew Fitzgerald-Montgomery, riding the red tandem at the front",
+    "Konstantinos Papadopoulos-Georgiou from the support van at the very back of the convoy, channel 7",
+    "Anne-Sophie Leclerc-Vandenberghe (pillion)",
+    "Zoë Ravensworth-Castellanos de la Fuente y Martínez, sweep rider",
+]
+# Two groups around Munich as (lat, lng) corners: one much wider than any screen is tall,
+# one much taller than wide, so the hint's fit puts pins at the left and right, then at
+# the top and bottom of the padded screen.
+Box = tuple[tuple[float, float], tuple[float, float]]  # (south, west), (north, east)
+WIDE_BOX: Box = ((48.08, 11.30), (48.20, 11.85))
+TALL_BOX: Box = ((47.95, 11.50), (48.30, 11.65))
+HINT_PADDING_PX = 48  # join.js sends this padding in viewport_size
+FIT_SLACK_PX = 8  # the server rounds the zoom down to 0.01 steps
+
+# Per marker: its pin and label boxes relative to the map, and whether each is inside it
+# and clear of the control bar's buttons.
+LABELS_JS = """() => {
+  const map = document.getElementById("map").getBoundingClientRect();
+  const buttons = [...document.querySelectorAll("#map-controls button")].map((b) => b.getBoundingClientRect());
+  const within = (r) => r.left >= map.left && r.right <= map.right && r.top >= map.top && r.bottom <= map.bottom;
+  const overlaps = (a, b) => a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+  const rel = (r) => ({ left: r.left - map.left, right: r.right - map.left, top: r.top - map.top, bottom: r.bottom - map.top });
+  return [...document.querySelectorAll("#map .marker")].map((m) => {
+    const pin = m.querySelector(".pin").getBoundingClientRect();
+    const label = m.querySelector(".marker-label");
+    const box = label.getBoundingClientRect();
+    return {
+      id: m.dataset.userId, text: label.textContent, above: label.classList.contains("above"),
+      pin: rel(pin), label: rel(box), x: pin.left + pin.width / 2 - map.left, y: pin.top + pin.height / 2 - map.top,
+      pinInside: within(pin), labelInside: within(box),
+      pinOverControl: buttons.some((b) => overlaps(pin, b)), labelOverControl: buttons.some((b) => overlaps(box, b)),
+    };
+  });
+}"""
+
+
+def labels(page: Page) -> list[dict[str, Any]]:
+    return list(page.evaluate(LABELS_JS))
+
+
+def join_over_rest(server: WebServer, session_id: str, name: str) -> dict[str, Any]:
+    with server.http() as http:
+        response = http.post(f"/api/sessions/{session_id}/join", json={"display_name": name})
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+# Real WebSocket clients on the page's origin (its CSP allows only that), one per
+# participant, each sending its position now and then every interval like a phone;
+# window.positions[token] can be changed between sends.
+SHARE_FROM_PAGE_JS = """([people, intervalMs]) => new Promise((resolve, reject) => {
+  window.positions = Object.fromEntries(people.map((p) => [p.token, p.at]));
+  let open = 0;
+  for (const p of people) {
+    const ws = new WebSocket(`ws://${location.host}/ws?token=${encodeURIComponent(p.token)}`);
+    const send = () => ws.readyState === WebSocket.OPEN
+      && ws.send(JSON.stringify({ type: "location_update", data: window.positions[p.token] }));
+    ws.onopen = () => {
+      send();
+      setInterval(send, intervalMs);
+      if (++open === people.length) resolve();
+    };
+    ws.onclose = (event) => reject(new Error(`socket closed with ${event.code}`));
+  }
+})"""
+
+
+def corners(box: Box) -> list[dict[str, float]]:
+    (south, west), (north, east) = box
+    return [
+        {"lat": lat, "lng": lng, "accuracy": 10}
+        for lat, lng in ((north, west), (north, east), (south, west), (south, east))
+    ]
+
+
+def bottom_middle(box: Box) -> dict[str, float]:
+    (south, west), (_north, east) = box
+    return {"latitude": south, "longitude": (west + east) / 2, "accuracy": 10}
+
+
+def wait_for_fit(page: Page, ids: list[str], axis: str) -> list[dict[str, Any]]:
+    """Until all markers show, fitted (along `axis`, the box's long side, the outermost pins
+    sit at the padded edges), every pin and label inside the map and none under a button."""
+    wait_for_markers(page, ids)
+    try:
+        wait_until(
+            page,
+            f"""([ids, axis, pad, slack]) => {{
+          const ms = ({LABELS_JS})();
+          const map = document.getElementById("map").getBoundingClientRect();
+          const at = ms.map((m) => m[axis]);
+          const edgesFitted = axis === "x"
+            ? Math.min(...at) <= pad + slack && Math.max(...at) >= map.width - pad - slack
+            : Math.min(...at) <= pad + slack;
+          return ms.length === ids.length && edgesFitted
+            && ms.every((m) => m.pinInside && m.labelInside && !m.pinOverControl && !m.labelOverControl);
+        }}""",
+            [ids, axis, HINT_PADDING_PX, FIT_SLACK_PX],
+        )
+    except PlaywrightTimeoutError:
+        pytest.fail(f"never fitted with every label inside the map: {labels(page)}")
+    return labels(page)
+
+
+@pytest.mark.parametrize("device", [PHONE, DESKTOP], ids=["phone", "desktop"])
+def test_long_name_labels_stay_inside_the_map(
+    web_server: WebServer, open_tab: OpenTab, device: dict[str, Any]
+) -> None:
+    name = "phone" if device is PHONE else "desktop"
+    sid = web_server.create_session(name="Long names")["session_id"]
+    # Reduced motion: the camera jumps to each hint, so a fitted frame is the final one.
+    viewer = open_tab(
+        device,
+        geolocation=bottom_middle(WIDE_BOX),
+        permissions=["geolocation"],
+        reduced_motion="reduce",
+    )
+    others = [join_over_rest(web_server, sid, n) for n in LONG_NAMES[1:]]
+    sender = open_tab(DESKTOP)
+    sender.page.goto(f"{web_server.base}/")
+    sender.page.evaluate(
+        SHARE_FROM_PAGE_JS,
+        [
+            [
+                {"token": o["websocket_token"], "at": at}
+                for o, at in zip(others, corners(WIDE_BOX), strict=True)
+            ],
+            1000,
+        ],
+    )
+    me = join(viewer.page, web_server, sid, LONG_NAMES[0])
+    ids = [me, *(o["user_id"] for o in others)]
+
+    # The wide group: pins at the left and right padded edges, where a label centred on
+    # its pin would stick out by half its width minus 48 px.
+    wide = wait_for_fit(viewer.page, ids, "x")
+    assert min(m["label"]["right"] - m["label"]["left"] for m in wide) >= 150  # long labels
+    map_width = map_state(viewer.page)["width"]
+    leftmost = min(wide, key=lambda m: m["x"])
+    rightmost = max(wide, key=lambda m: m["x"])
+    assert leftmost["label"]["left"] >= 0 and leftmost["label"]["left"] > leftmost["x"] - 90
+    assert rightmost["label"]["right"] <= map_width
+    assert rightmost["label"]["right"] < rightmost["x"] + 90
+    for m in (leftmost, rightmost):  # shifted, still under its own pin
+        assert m["label"]["left"] < m["x"] < m["label"]["right"]
+    screenshot(viewer.page, f"long-names-wide-{name}")
+
+    # The tall group: pins at the top and bottom; the labels below the lowest pins stay
+    # above the control bar.
+    sender.page.evaluate(
+        "(ps) => Object.keys(window.positions).forEach((t, i) => { window.positions[t] = ps[i]; })",
+        corners(TALL_BOX),
+    )
+    viewer.context.set_geolocation(bottom_middle(TALL_BOX))
+    wait_for_fit(viewer.page, ids, "y")
+    screenshot(viewer.page, f"long-names-tall-{name}")
+
+    # Panned by hand, pins pass the edges: a label stays inside the map as long as its
+    # pin does (flipping above the pin near the bottom), and goes out of view with it.
+    viewer.page.focus("#map")
+    flipped = False
+    for key in ["ArrowUp"] * 5 + ["ArrowRight"] * 6 + ["ArrowLeft"] * 10:
+        viewer.page.keyboard.press(key)
+        for m in labels(viewer.page):
+            if m["pinInside"]:
+                assert m["labelInside"], (key, m)
+                flipped |= m["above"]
+            assert m["label"]["left"] < m["x"] < m["label"]["right"], (key, m)
+    assert flipped  # some label met the control bar and went above its pin
+    viewer.assert_no_console_errors()
+    sender.assert_no_console_errors()
+
+
+# --- open in app ----------------------------------------------------------------------------
+# An iPad's Safari asks for desktop pages by default and calls itself a Mac; only its touch
+# screen tells it apart from one.
+IPAD_AS_MAC = {
+    "user_agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/17.4 Safari/605.1.15",
+    "viewport": {"width": 820, "height": 1180},
+    "has_touch": True,
+}
+MAC = {"user_agent": IPAD_AS_MAC["user_agent"], "viewport": {"width": 1440, "height": 900}}
+# A Windows laptop with a touch screen: touch, but no app.
+TOUCH_LAPTOP = {
+    "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+    "(KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36",
+    "viewport": {"width": 1366, "height": 768},
+    "has_touch": True,
+}
+
+
+@pytest.mark.parametrize(
+    ("device_name", "offered"),
+    [
+        ("desktop", False),
+        ("mac", False),
+        ("touch laptop", False),
+        ("Pixel 7", True),
+        ("Galaxy Tab S4", True),
+        ("iPhone 13", True),
+        ("iPad Pro 11", True),
+        ("iPad as mac", True),
+    ],
+)
+def test_open_in_app_is_offered_only_where_the_app_can_exist(
+    web_server: WebServer,
+    open_tab: OpenTab,
+    devices: dict[str, dict[str, Any]],
+    device_name: str,
+    offered: bool,
+) -> None:
+    own = {"desktop": DESKTOP, "mac": MAC, "touch laptop": TOUCH_LAPTOP, "iPad as mac": IPAD_AS_MAC}
+    tab = open_tab(own.get(device_name) or devices[device_name])
+    if device_name == "iPad as mac":
+        # Chromium's touch emulation reports one touch point; an iPad reports five.
+        cdp = tab.context.new_cdp_session(tab.page)
+        cdp.send("Emulation.setTouchEmulationEnabled", {"enabled": True, "maxTouchPoints": 5})
+    sid = web_server.create_session()["session_id"]
+    tab.page.goto(f"{web_server.base}/join/{sid}")
+    tab.page.fill("#display-name", "Ann Lee")
+    expect(tab.page.locator("#preview")).to_have_text("AL")  # join.js has set the form up
+    link = tab.page.locator("#open-app")
+    expect(link).to_have_attribute("href", f"locshare://join/{sid}")
+    if offered:
+        expect(link).to_be_visible()
+    else:
+        expect(tab.page.locator("#app-link")).to_be_hidden()
     tab.assert_no_console_errors()
 
 

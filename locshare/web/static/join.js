@@ -95,7 +95,25 @@ function useHere() {
 }
 
 // --- the join form -----------------------------------------------------------------------
+/**
+ * Whether this device could have the locshare app (Android or iOS): only there does
+ * "Open in app" lead anywhere; on a desktop, a locshare:// link does nothing or shows an
+ * error. This is a question about the operating system, not the input: (pointer: coarse)
+ * would offer the link on Windows tablets and touch-only kiosks and hide it on a tablet
+ * with a keyboard. So: Chromium's client hints where they say "mobile" or "Android";
+ * otherwise (Safari, Firefox, and Chromium when a user agent is overridden) the user
+ * agent string, which still names Android, iPhone, iPad and iPod; iPadOS Safari calls
+ * itself "Macintosh", and is told apart from a Mac (no touch screen) by its touch points.
+ */
+function appCanExist() {
+  const hints = navigator.userAgentData;
+  if (hints?.mobile || hints?.platform === "Android") return true;
+  const ua = navigator.userAgent;
+  return /Android|iPhone|iPad|iPod/.test(ua) || (/Macintosh/.test(ua) && navigator.maxTouchPoints > 1);
+}
+
 function setupJoinForm() {
+  $("app-link").hidden = !appCanExist();
   const name = $("display-name");
   const color = $("color");
   color.value = PALETTE[Math.floor(Math.random() * PALETTE.length)].toLowerCase();

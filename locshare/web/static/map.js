@@ -21,6 +21,16 @@ const FLY_MS = 400;
 // trackpad pinches (ctrlKey wheel events) send small deltas and need a larger factor.
 const WHEEL_PX_PER_ZOOM = 200;
 const PINCH_WHEEL_PX_PER_ZOOM = 50;
+// Name labels. A label sits LABEL_OFFSET_PX below its pin's centre (radius 19 px plus a
+// gap; app.css has the same default) and is up to 180 px wide, while fits leave only a
+// pin's worth of room at the map's sides (48 px, join.js). So near a side a label slides
+// inwards, keeping LABEL_EDGE_PX from the edge, but never so far that less than
+// LABEL_ANCHOR_PX of it is left on either side of its pin's centre: it stays attached to
+// its pin, and goes out of view only with it. Near the bottom (or the control bar) it
+// flips above the pin.
+const LABEL_OFFSET_PX = 22;
+const LABEL_EDGE_PX = 4;
+const LABEL_ANCHOR_PX = 12;
 
 const clamp = (v, lo, hi) => Math.min(hi, Math.max(lo, v));
 const wrap = (x) => x - Math.floor(x);
@@ -380,7 +390,11 @@ export class LocMap {
     m.pin.style.backgroundColor = color;
     m.circle.style.borderColor = color;
     m.circle.style.backgroundColor = `${color}22`;
-    m.label.textContent = note ? `${name} · ${note}` : name;
+    const text = note ? `${name} · ${note}` : name;
+    if (m.label.textContent !== text) {
+      m.label.textContent = text;
+      m.labelSize = null; // measured again when next placed
+    }
     this._placeMarker(m);
   }
 
@@ -395,6 +409,7 @@ export class LocMap {
   _placeMarker(m) {
     const { left, top } = this.toScreen(m.p);
     m.el.style.transform = `translate(${left}px, ${top}px)`;
+    this._placeLabel(m, left, top);
     const metresPerPx = (EARTH_CIRCUMFERENCE_M * Math.cos((m.lat * Math.PI) / 180)) / this.worldPx;
     // Circles smaller than the pin say nothing; huge ones are capped to stay cheap.
     const d = m.accuracy ? Math.min((2 * m.accuracy) / metresPerPx, 4 * Math.max(this.width, this.height)) : 0;
@@ -403,5 +418,29 @@ export class LocMap {
       m.circle.style.width = m.circle.style.height = `${d}px`;
       m.circle.style.transform = `translate(${left - d / 2}px, ${top - d / 2}px)`;
     }
+  }
+
+  /**
+   * Keeps a label inside the map next to its pin at screen (x, y) (see LABEL_OFFSET_PX).
+   * Its size is measured once per text (a layout read), not on every frame.
+   */
+  _placeLabel(m, x, y) {
+    if (!m.labelSize) {
+      const box = m.label.getBoundingClientRect();
+      if (!box.width) {
+        m.label.style.transform = ""; // not laid out (page hidden): app.css centres it below
+        return;
+      }
+      m.labelSize = { width: box.width, height: box.height };
+    }
+    const { width: w, height: h } = m.labelSize;
+    const anchor = Math.min(LABEL_ANCHOR_PX, w / 2);
+    const inside = clamp(x - w / 2, LABEL_EDGE_PX, this.width - LABEL_EDGE_PX - w);
+    const left = clamp(inside, x - w + anchor, x - anchor);
+    const bottom = this.height - this.safeBottom;
+    const below = y + LABEL_OFFSET_PX + h <= bottom || y - LABEL_OFFSET_PX - h < 0;
+    const top = below ? LABEL_OFFSET_PX : -LABEL_OFFSET_PX - h;
+    m.label.style.transform = `translate(${left - x}px, ${top}px)`;
+    m.label.classList.toggle("above", !below);
   }
 }
