@@ -22,7 +22,7 @@ from urllib.parse import parse_qs
 import orjson
 
 from .._hub import Hub
-from ..errors import ApiError, MessageTooBig, StorageUnavailable
+from ..errors import DEFAULT_RETRY_AFTER_S, ApiError, MessageTooBig, StorageUnavailable
 from ._protocol import CLOSE_UNAUTHORIZED, OutFrame
 from ._transport import ConnectionClosed, Incoming, refuse_after_upgrade
 
@@ -126,7 +126,7 @@ class WebSocketMiddleware:
         try:
             claims = await hub.authorize(token, address)
         except ApiError as exc:
-            await _refuse(scope, send, exc.http_status, exc.code, exc.message)
+            await _refuse(scope, send, exc.http_status, exc.code, exc.message, exc.retry_after_s)
             return
         except StorageUnavailable:
             await _refuse(
@@ -149,20 +149,26 @@ class WebSocketMiddleware:
             connection.abort()
 
 
-async def _refuse(scope: Scope, send: Send, status: int, code: str, message: str) -> None:
+async def _refuse(
+    scope: Scope,
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    retry_after_s: int | None = None,
+) -> None:
     """Refuse before the upgrade: an HTTP response if the server supports it, else close."""
     if "websocket.http.response" in scope.get("extensions", {}):
         body = orjson.dumps({"error": {"code": code, "message": message}})
-        await send(
-            {
-                "type": "websocket.http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-content-type-options", b"nosniff"),
+        ]
+        retry_after_s = retry_after_s or DEFAULT_RETRY_AFTER_S.get(status)
+        if retry_after_s is not None:
+            headers.append((b"retry-after", str(retry_after_s).encode()))
+        await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
         await send({"type": "websocket.http.response.body", "body": body})
     else:
         await send(

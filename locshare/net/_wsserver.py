@@ -42,7 +42,13 @@ from wsproto.events import (
 from wsproto.utilities import RemoteProtocolError
 
 from .._hub import Hub
-from ..errors import ApiError, LocshareError, MessageTooBig, StorageUnavailable
+from ..errors import (
+    DEFAULT_RETRY_AFTER_S,
+    ApiError,
+    LocshareError,
+    MessageTooBig,
+    StorageUnavailable,
+)
 from ._frames import FastFrames
 from ._protocol import OutFrame
 from ._transport import ConnectionClosed, Incoming, refuse_after_upgrade
@@ -243,10 +249,22 @@ def _peer_address(stream: trio.abc.Stream) -> str:
 
 
 async def _reject(
-    stream: trio.abc.Stream, ws: WSConnection, status: int, code: str, message: str
+    stream: trio.abc.Stream,
+    ws: WSConnection,
+    status: int,
+    code: str,
+    message: str,
+    retry_after_s: int | None = None,
 ) -> None:
     body = orjson.dumps({"error": {"code": code, "message": message}})
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-content-type-options", b"nosniff"),
+    ]
+    retry_after_s = retry_after_s or DEFAULT_RETRY_AFTER_S.get(status)
+    if retry_after_s is not None:
+        headers.append((b"retry-after", str(retry_after_s).encode()))
     try:
         data = ws.send(RejectConnection(status_code=status, headers=headers, has_body=True))
         data += ws.send(RejectData(data=body, body_finished=True))
@@ -297,7 +315,7 @@ async def serve_stream(hub: Hub, stream: trio.abc.Stream, max_message_bytes: int
             try:
                 claims = await hub.authorize(token, address)
             except ApiError as exc:
-                await _reject(stream, ws, exc.http_status, exc.code, exc.message)
+                await _reject(stream, ws, exc.http_status, exc.code, exc.message, exc.retry_after_s)
                 return
             except StorageUnavailable:
                 await _reject(
