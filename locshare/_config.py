@@ -154,7 +154,8 @@ class Config:
     )
     ended_retention_s: float = _setting(
         86400.0,
-        "Ended sessions and their participant names are deleted this long after the end.",
+        "Ended sessions and their participant names are deleted this long after the end"
+        " (and erased from the table files within about 5 minutes more).",
         minimum=0,
         maximum=90 * 86400,
         group="sessions",

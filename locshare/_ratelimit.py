@@ -8,6 +8,7 @@ key goes.  An attacker cycling keys therefore costs bounded memory.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable
 
 
@@ -36,6 +37,11 @@ class TokenBucket:
             return True
         return False
 
+    def wait_s(self, now: float, cost: float = 1.0) -> float:
+        """Seconds until ``cost`` tokens are available (0 if they are now)."""
+        self.refill(now)
+        return max(0.0, (cost - self.tokens) / self.rate_per_s)
+
     def is_full(self, now: float) -> bool:
         self.refill(now)
         return self.tokens >= self.capacity
@@ -62,6 +68,12 @@ class KeyedLimiter:
         if not allowed:
             self.refused += 1
         return allowed
+
+    def retry_after_s(self, key: Hashable, now: float) -> int:
+        """Whole seconds until ``key`` is admitted again (at least 1): a Retry-After."""
+        bucket = self._buckets.get(key)
+        wait = 0.0 if bucket is None else bucket.wait_s(now)
+        return max(1, math.ceil(wait))
 
     def _prune(self, now: float) -> None:
         for key in [k for k, b in self._buckets.items() if b.is_full(now)]:

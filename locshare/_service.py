@@ -115,9 +115,11 @@ class Service:
         return claims, record, participant
 
     def _rate(self, limiter: KeyedLimiter, key: object, what: str) -> None:
-        if not limiter.hit(key, time.monotonic()):
+        now = time.monotonic()
+        if not limiter.hit(key, now):
             self.hub.stats.rate_limited += 1
-            raise RateLimited(f"too many {what}; try again in a minute")
+            wait_s = limiter.retry_after_s(key, now)
+            raise RateLimited(f"too many {what}; try again in {wait_s} s", retry_after_s=wait_s)
 
     # --- operations ---------------------------------------------------------------------
     async def create_session(self, request: CreateSessionRequest, address: str) -> dict[str, Any]:

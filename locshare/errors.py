@@ -15,8 +15,9 @@
     │   ├── SessionFull                 409 session_full
     │   ├── SessionEnded                410 session_ended
     │   ├── PayloadTooLarge             413 payload_too_large
-    │   ├── RateLimited                 429 rate_limited
-    │   └── Unavailable                 503 unavailable
+    │   ├── UnsupportedMediaType        415 unsupported_media_type (a body that is not JSON)
+    │   ├── RateLimited                 429 rate_limited         (+ Retry-After)
+    │   └── Unavailable                 503 unavailable          (+ Retry-After)
     └── ProtocolError                   a WebSocket frame we refuse; carries ``code`` and,
         │                               when the connection must end, ``close_code``
         ├── MalformedMessage            error malformed_message (connection stays open)
@@ -26,13 +27,17 @@
         └── MessageTooBig               close 1009
 
 Rule: the HTTP edge maps an ``ApiError`` to exactly one status and
-``{"error": {"code", "message"}}`` body; anything else becomes ``500 internal``
+``{"error": {"code", "message"}}`` body, with a ``Retry-After`` header (whole
+seconds) when the error has ``retry_after_s``; anything else becomes ``500 internal``
 with no detail.  The WebSocket edge sends ``{"type": "error", "data": {"code",
 "message"}}`` for a ``ProtocolError`` without ``close_code`` and closes with
 ``close_code`` otherwise.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
 
 __all__ = [
     "ApiError",
@@ -56,6 +61,7 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "UnknownType",
+    "UnsupportedMediaType",
 ]
 
 
@@ -80,11 +86,17 @@ class ApiError(LocshareError):
 
     code = "internal"
     http_status = 500
+    # Whole seconds after which a retry may succeed: the Retry-After header.
+    retry_after_s: int | None = None
 
-    def __init__(self, message: str, *, field: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, field: str | None = None, retry_after_s: int | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
+        if retry_after_s is not None:
+            self.retry_after_s = retry_after_s
 
     def to_body(self) -> dict[str, dict[str, str]]:
         error = {"code": self.code, "message": self.message}
@@ -133,14 +145,31 @@ class PayloadTooLarge(ApiError):
     http_status = 413
 
 
+class UnsupportedMediaType(ApiError):
+    code = "unsupported_media_type"
+    http_status = 415
+
+
 class RateLimited(ApiError):
+    """``retry_after_s``: from the token bucket when one refused; otherwise a guess."""
+
     code = "rate_limited"
     http_status = 429
+    retry_after_s: int | None = 10
 
 
 class Unavailable(ApiError):
     code = "unavailable"
     http_status = 503
+    retry_after_s: int | None = 5
+
+
+# The Retry-After of a 429 or 503 that carries none of its own (edges other than the
+# ApiError handlers: Quart's own errors, WebSocket handshake refusals).
+DEFAULT_RETRY_AFTER_S: Final[Mapping[int, int | None]] = {
+    429: RateLimited.retry_after_s,
+    503: Unavailable.retry_after_s,
+}
 
 
 class ProtocolError(LocshareError):

@@ -39,6 +39,8 @@ async def test_session_creation_per_address(server: Running) -> None:
     refused = await server.http.post("/api/sessions")
     assert refused.status_code == 429
     assert refused.json()["error"]["code"] == "rate_limited"
+    # 3 per minute: the next token comes at most 20 s after the burst.
+    assert 1 <= int(refused.headers["retry-after"]) <= 20
     async with other_client(server) as other:
         assert (await other.post("/api/sessions")).status_code == 201
     # Reads are not limited.
@@ -60,6 +62,7 @@ async def test_joins_per_session(server: Running) -> None:
         )
         assert refused.status_code == 429
         assert refused.json()["error"]["code"] == "rate_limited"
+        assert 1 <= int(refused.headers["retry-after"]) <= 15  # 4 per minute
         assert (
             await other.post(f"/api/sessions/{calm['session_id']}/join", json={"display_name": "x"})
         ).status_code == 201

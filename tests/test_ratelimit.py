@@ -34,3 +34,22 @@ def test_keyed_limiter_memory_is_bounded() -> None:
     for i in range(5):
         limiter.hit(f"idle-{i}", 0.0)
     assert not limiter.hit("busy", 0.0)
+
+
+def test_retry_after_is_when_the_bucket_admits_again() -> None:
+    limiter = KeyedLimiter(3, 60.0)  # one event per 20 s
+    for _ in range(3):
+        assert limiter.hit("a", 0.0)
+    assert not limiter.hit("a", 0.5)
+    wait = limiter.retry_after_s("a", 0.5)
+    assert wait == 20  # 19.5 s, rounded up to whole seconds
+    assert not limiter.hit("a", 0.5 + wait - 1)
+    assert limiter.retry_after_s("a", 0.5 + wait - 1) == 1
+    assert limiter.hit("a", 0.5 + wait)
+    # A key without a bucket, or with tokens, may retry at once (never "0" seconds).
+    assert limiter.retry_after_s("unknown", 0.0) == 1
+    bucket = TokenBucket(2.0, 4.0, now=0.0)
+    assert bucket.wait_s(0.0) == 0.0
+    for _ in range(4):
+        bucket.take(0.0)
+    assert bucket.wait_s(0.0) == 0.5

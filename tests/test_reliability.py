@@ -280,7 +280,10 @@ async def test_database_outage(outage_server: Running, own_database: OwnDatabase
                 response = await server.http.post("/api/sessions")
                 assert response.status_code == 503
                 assert response.json()["error"]["code"] == "unavailable"
-                assert (await server.http.get("/health/ready")).status_code == 503
+                assert int(response.headers["retry-after"]) >= 1
+                ready = await server.http.get("/health/ready")
+                assert ready.status_code == 503
+                assert int(ready.headers["retry-after"]) >= 1
                 assert (await server.http.get("/health")).json()["database"] == "unavailable"
                 # The live session keeps sharing locations from memory.
                 for i in range(3):

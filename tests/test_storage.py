@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 import uuid
 
@@ -11,6 +12,7 @@ import trio
 from locshare._model import JoinStatus
 from locshare._storage import PostgresStorage, migrations
 from locshare.errors import StorageError, StorageUnavailable
+from tests import pgfiles
 
 
 async def test_migrations_apply_once_and_are_recorded(fresh_database: str) -> None:
@@ -178,3 +180,91 @@ async def test_unreachable_database_is_a_clear_error() -> None:
     with pytest.raises(StorageUnavailable, match="cannot connect"):
         async with PostgresStorage.open("postgresql://nobody@127.0.0.1:9/none", timeout_s=1.0):
             pass
+
+
+async def test_purged_names_leave_the_table_files(storage: PostgresStorage) -> None:
+    """After purge_ended, the names of the deleted rows are in no heap file of the
+    tables: not in the files the tables have now, nor in the ones they had before."""
+    with trio.fail_after(60):
+        now = time.time()
+        sid, pid = uuid.uuid4(), uuid.uuid4()
+        session_name = f"purged-session-{secrets.token_hex(8)}"
+        display_name = f"purged-person-{secrets.token_hex(8)}"
+        kept_name = f"kept-person-{secrets.token_hex(8)}"
+        kept_sid = uuid.uuid4()
+        for session_id, name in ((sid, session_name), (kept_sid, "kept")):
+            await storage.create_session(
+                session_id=session_id,
+                name=name,
+                now=now - 10,
+                expires_at=now + 3600,
+                creator_secret_hash=b"x",
+                max_participants=5,
+            )
+        for session_id, participant_id, name in (
+            (sid, pid, display_name),
+            (kept_sid, uuid.uuid4(), kept_name),
+        ):
+            await storage.join(
+                session_id=session_id,
+                participant_id=participant_id,
+                display_name=name,
+                avatar_color="#000000",
+                now=now - 10,
+            )
+        await storage.end_session(session_id=sid, reason="ended", now=now - 5)
+        before = await pgfiles.table_files(storage)
+        await pgfiles.checkpoint(storage)
+        # The check can see names: before the purge, both are on disk.
+        for name in (session_name, display_name):
+            assert pgfiles.files_containing(before, name.encode()), name
+        assert await storage.purge_ended(ended_before=now) >= 1
+        await pgfiles.checkpoint(storage)
+        after = await pgfiles.table_files(storage)
+        for name in (session_name, display_name):
+            assert pgfiles.files_containing(before + after, name.encode()) == [], name
+        # Live rows are untouched.
+        assert pgfiles.files_containing(after, kept_name.encode())
+        assert await storage.get_participant(sid, pid) is None
+        assert [p.display_name for p in await storage.list_participants(kept_sid)] == [kept_name]
+
+
+async def test_the_rewrite_runs_only_after_deletions_and_is_paced(database_url: str) -> None:
+    """No rows deleted: no VACUUM FULL (the tables keep their files).  Rows deleted
+    within the interval after a rewrite: they wait for the first purge after it."""
+    with trio.fail_after(60):
+        async with PostgresStorage.open(database_url, compact_interval_s=3600) as storage:
+
+            async def file_ids(con):  # type: ignore[no-untyped-def]
+                return [
+                    await con.fetchval("SELECT pg_relation_filenode($1::regclass)", t)
+                    for t in pgfiles.NAME_TABLES
+                ]
+
+            async def ended_session() -> uuid.UUID:
+                now = time.time()
+                sid = uuid.uuid4()
+                await storage.create_session(
+                    session_id=sid,
+                    name="gone",
+                    now=now - 10,
+                    expires_at=now + 3600,
+                    creator_secret_hash=b"x",
+                    max_participants=2,
+                )
+                await storage.end_session(session_id=sid, reason="ended", now=now - 5)
+                return sid
+
+            await ended_session()
+            first = await storage._run(file_ids)
+            assert await storage.purge_ended(ended_before=time.time()) >= 1
+            rewritten = await storage._run(file_ids)
+            assert all(a != b for a, b in zip(first, rewritten, strict=True))
+            assert await storage.purge_ended(ended_before=time.time()) == 0
+            assert await storage._run(file_ids) == rewritten  # nothing deleted: no rewrite
+            await ended_session()
+            assert await storage.purge_ended(ended_before=time.time()) == 1
+            assert await storage._run(file_ids) == rewritten  # within the interval: later
+            storage._compact_interval_s = 0.0  # the interval has passed
+            assert await storage.purge_ended(ended_before=time.time()) == 0
+            assert await storage._run(file_ids) != rewritten  # the pending rewrite ran

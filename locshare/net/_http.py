@@ -3,6 +3,13 @@
 Rule: every response body is JSON; every error is ``{"error": {"code", "message"}}``
 with exactly one status per error class (see :mod:`locshare.errors`).  An unexpected
 exception is logged with the request id and answered ``500 internal`` without detail.
+
+Headers on every response of the app (``_finish``): ``X-Request-ID``;
+``X-Content-Type-Options: nosniff`` (no browser may guess a type other than the
+declared one, e.g. run a JSON error that echoes input as HTML); ``Retry-After`` on
+every 429 and 503 (the limiter's own wait for a rate limit, otherwise the error's
+fixed value).  JSON endpoints refuse a body that is not declared JSON with 415
+(``_validation.parse_json_body``).
 """
 
 from __future__ import annotations
@@ -21,7 +28,13 @@ from werkzeug.exceptions import HTTPException
 from .._logging import request_id_var
 from .._service import Service, parse_session_id
 from .._version import __version__
-from ..errors import ApiError, StorageError, StorageUnavailable
+from ..errors import (
+    DEFAULT_RETRY_AFTER_S,
+    ApiError,
+    StorageError,
+    StorageUnavailable,
+    Unavailable,
+)
 from . import _validation
 from ._openapi import openapi_document
 from ._web import register_web_routes
@@ -37,6 +50,7 @@ _HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",
+    415: "unsupported_media_type",
     429: "rate_limited",
 }
 
@@ -47,11 +61,18 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     )
 
 
-def error_response(status: int, code: str, message: str, field: str | None = None) -> Response:
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    field: str | None = None,
+    retry_after_s: int | None = None,
+) -> Response:
     error: dict[str, str] = {"code": code, "message": message}
     if field is not None:
         error["field"] = field
-    return json_response({"error": error}, status)
+    headers = None if retry_after_s is None else {"Retry-After": str(retry_after_s)}
+    return json_response({"error": error}, status, headers)
 
 
 def create_app(
@@ -70,7 +91,9 @@ def create_app(
     async def body_json(*, optional: bool) -> dict[str, Any]:
         raw = await request.get_data()  # read (and cached) by _start already
         assert isinstance(raw, bytes)
-        return _validation.parse_json_object(raw, optional=optional)
+        return _validation.parse_json_body(
+            raw, request.headers.get("Content-Type"), optional=optional
+        )
 
     # --- request bookkeeping -----------------------------------------------------------
     @app.before_request
@@ -94,7 +117,11 @@ def create_app(
     @app.after_request
     async def _finish(response: Response) -> Response:
         response.headers["X-Request-ID"] = request_id_var.get()
+        response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers.setdefault("Cache-Control", "no-store")
+        retry_after_s = DEFAULT_RETRY_AFTER_S.get(response.status_code)
+        if retry_after_s is not None and "Retry-After" not in response.headers:
+            response.headers["Retry-After"] = str(retry_after_s)
         if request.path.startswith("/api/"):
             response.headers["Access-Control-Allow-Origin"] = "*"
             response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
@@ -111,13 +138,18 @@ def create_app(
     @app.errorhandler(ApiError)
     async def _api_error(exc: ApiError) -> Response:
         service.hub.stats.count_error(exc.code)
-        return error_response(exc.http_status, exc.code, exc.message, exc.field)
+        return error_response(exc.http_status, exc.code, exc.message, exc.field, exc.retry_after_s)
 
     @app.errorhandler(StorageUnavailable)
     async def _unavailable(exc: StorageUnavailable) -> Response:
         service.hub.stats.count_error("unavailable")
         log.warning("database unavailable: %s", exc)
-        return error_response(503, "unavailable", "the database is unavailable; retry shortly")
+        return error_response(
+            503,
+            "unavailable",
+            "the database is unavailable; retry shortly",
+            retry_after_s=Unavailable.retry_after_s,
+        )
 
     @app.errorhandler(HTTPException)
     async def _http_error(exc: HTTPException) -> Response:

@@ -25,6 +25,7 @@ ERROR_CODES = [
     "session_full",
     "session_ended",
     "payload_too_large",
+    "unsupported_media_type",
     "rate_limited",
     "internal",
     "unavailable",
@@ -39,6 +40,7 @@ _STATUS_TEXT = {
     409: "Session full",
     410: "Session ended or expired",
     413: "Body over the size limit",
+    415: "The body is not JSON (send Content-Type: application/json)",
     422: "Invalid request (the field is named)",
     429: "Rate limited",
     500: "Internal error",
@@ -63,6 +65,14 @@ def _errors(*statuses: int) -> dict[str, Any]:
 
 
 _COMMON = (413, 429, 500, 503)
+
+RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Whole seconds after which a retry may succeed",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
 
 BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 
@@ -93,9 +103,11 @@ def openapi_document(version: str) -> dict[str, Any]:
             "properties": {
                 "name": {
                     "type": ["string", "null"],
-                    "pattern": v.SESSION_NAME_PATTERN,
+                    "pattern": v.session_name_pattern(),
                     "description": f"At most {v.SESSION_NAME_MAX_CHARS} characters after trimming; no control"
-                    " characters. Empty or absent: a readable name is generated.",
+                    " or bidirectional formatting characters; starts with a visible character"
+                    " (not a format character, combining mark or blank look-alike)."
+                    " Empty or absent: a readable name is generated.",
                 },
                 "expires_in_minutes": {
                     "type": ["integer", "null"],
@@ -159,8 +171,10 @@ def openapi_document(version: str) -> dict[str, Any]:
             "properties": {
                 "display_name": {
                     "type": "string",
-                    "pattern": v.DISPLAY_NAME_PATTERN,
-                    "description": f"1 to {v.DISPLAY_NAME_MAX_CHARS} characters after trimming; no control characters.",
+                    "pattern": v.display_name_pattern(),
+                    "description": f"1 to {v.DISPLAY_NAME_MAX_CHARS} characters after trimming; no control"
+                    " or bidirectional formatting characters; starts with a visible character"
+                    " (not a format character, combining mark or blank look-alike).",
                 },
                 "avatar_color": {"type": ["string", "null"], "pattern": v.COLOR_PATTERN},
             },
@@ -236,6 +250,8 @@ def openapi_document(version: str) -> dict[str, Any]:
         },
     }
     responses = {f"E{status}": _json(_ref("Error"), text) for status, text in _STATUS_TEXT.items()}
+    for status in (429, 503):
+        responses[f"E{status}"]["headers"] = RETRY_AFTER
     sid = _session_id_param()
     paths: dict[str, Any] = {
         "/api/sessions": {
@@ -257,7 +273,7 @@ def openapi_document(version: str) -> dict[str, Any]:
                             for op in ("getSession", "joinSession", "listParticipants")
                         },
                     },
-                    **_errors(400, 422, *_COMMON),
+                    **_errors(400, 415, 422, *_COMMON),
                 },
             }
         },
@@ -301,7 +317,7 @@ def openapi_document(version: str) -> dict[str, Any]:
                             }
                         },
                     },
-                    **_errors(400, 404, 409, 410, 422, *_COMMON),
+                    **_errors(400, 404, 409, 410, 415, 422, *_COMMON),
                 },
             }
         },
@@ -388,7 +404,10 @@ def openapi_document(version: str) -> dict[str, Any]:
                     "200": _text("text/html", "The join page"),
                     "404": _text("text/html", "No such session (a page)"),
                     "410": _text("text/html", "The session has ended (a page)"),
-                    "503": _text("text/html", "Database unavailable (a page)"),
+                    "503": {
+                        **_text("text/html", "Database unavailable (a page)"),
+                        "headers": RETRY_AFTER,
+                    },
                     **_errors(500),
                 },
             }

@@ -7,7 +7,8 @@ against by the test suite.
 Rules:
     1. Every frame is a JSON text ``{"type": str, "data": object}``.  A binary frame,
        invalid JSON, or a non-object is ``malformed_message``; an unknown ``type`` is
-       ``unknown_type``; a bad ``location_update`` is ``invalid_location``.  None of
+       ``unknown_type``; a bad ``location_update`` is ``invalid_location`` (also for a
+       number beyond a double's range, which is valid JSON: ``_json``).  None of
        these close the connection.
     2. A message larger than ``max_message_bytes`` closes the connection with 1009;
        the transports enforce it while the message is still arriving.
@@ -20,7 +21,6 @@ Nothing here imports trio or reads a clock.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -29,6 +29,7 @@ from wsproto.frame_protocol import FrameProtocol
 
 from .._clock import parse_rfc3339
 from ..errors import InvalidLocation, MalformedMessage, UnknownType
+from . import _json
 
 # --- the contract -------------------------------------------------------------------
 CLIENT_MESSAGES: Final[dict[str, tuple[str, ...]]] = {
@@ -135,8 +136,7 @@ def _number(
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise error(f"'{name}' must be a number")
     number = float(value)
-    if not math.isfinite(number):
-        raise error(f"'{name}' must be finite")
+    # Also refuses inf, -inf (a number beyond a double's range: see _json) and NaN.
     if not lo <= number <= hi:
         raise error(f"'{name}' must be between {lo:g} and {hi:g}")
     return number
@@ -148,8 +148,11 @@ def parse_client_message(raw: str | bytes, *, is_text: bool = True) -> ClientMes
         raise MalformedMessage("binary frames are not supported; send JSON text")
     try:
         envelope = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise MalformedMessage("message is not valid JSON") from None
+    except orjson.JSONDecodeError as exc:
+        try:
+            envelope = _json.reparse(raw, exc)  # valid JSON that orjson refuses: rare
+        except ValueError:
+            raise MalformedMessage("message is not valid JSON") from None
     if not isinstance(envelope, dict):
         raise MalformedMessage("message must be a JSON object with 'type' and 'data'")
     kind = envelope.get("type")

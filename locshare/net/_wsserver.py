@@ -56,7 +56,13 @@ from wsproto.events import (
 from wsproto.utilities import RemoteProtocolError
 
 from .._logging import request_id_var
-from ..errors import ApiError, LocshareError, MessageTooBig, StorageUnavailable
+from ..errors import (
+    DEFAULT_RETRY_AFTER_S,
+    ApiError,
+    LocshareError,
+    MessageTooBig,
+    StorageUnavailable,
+)
 from ._frames import FastFrames
 from ._protocol import OutFrame
 from ._transport import (
@@ -303,7 +309,12 @@ def forwarded_client(headers: Iterable[tuple[bytes, bytes]], trusted_hops: int, 
 
 
 async def _reject(
-    stream: trio.abc.Stream, ws: WSConnection, status: int, code: str, message: str
+    stream: trio.abc.Stream,
+    ws: WSConnection,
+    status: int,
+    code: str,
+    message: str,
+    retry_after_s: int | None = None,
 ) -> None:
     body = orjson.dumps({"error": {"code": code, "message": message}})
     headers = [
@@ -312,6 +323,9 @@ async def _reject(
         (b"x-content-type-options", b"nosniff"),
         (b"cache-control", b"no-store"),
     ]
+    retry_after_s = retry_after_s or DEFAULT_RETRY_AFTER_S.get(status)
+    if retry_after_s is not None:
+        headers.append((b"retry-after", str(retry_after_s).encode()))
     try:
         data = ws.send(RejectConnection(status_code=status, headers=headers, has_body=True))
         data += ws.send(RejectData(data=body, body_finished=True))
@@ -377,7 +391,7 @@ async def serve_stream(
             try:
                 claims = await hub.authorize(token, address)
             except ApiError as exc:
-                await _reject(stream, ws, exc.http_status, exc.code, exc.message)
+                await _reject(stream, ws, exc.http_status, exc.code, exc.message, exc.retry_after_s)
                 return
             except StorageUnavailable:
                 await _reject(

@@ -203,3 +203,28 @@ def test_ping_ids() -> None:
     ):
         with pytest.raises(MalformedMessage):
             proto.parse_client_message(f'{{"type":"ping","data":{bad}}}')
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"type":"location_update","data":{"lat":1e999,"lng":0}}',
+        b'{"type":"location_update","data":{"lat":0,"lng":-1e400}}',
+        b'{"type":"location_update","data":{"lat":0,"lng":0,"accuracy":' + b"9" * 400 + b"}}",
+        b'{"type":"location_update","data":{"lat":0,"lng":0,"speed":' + b"9" * 5000 + b"}}",
+        '{"type":"location_update","data":{"lat":0,"lng":0,"heading":1e400}}',  # str frames
+    ],
+)
+def test_numbers_beyond_a_double_are_invalid_location_not_malformed(raw: bytes | str) -> None:
+    with pytest.raises(InvalidLocation) as info:
+        proto.parse_client_message(raw)
+    assert "between" in info.value.message
+
+
+def test_numbers_beyond_a_double_in_unknown_fields_are_ignored() -> None:
+    raw = b'{"type":"location_update","data":{"lat":1.5,"lng":2.5,"x":1e400},"y":-1e400}'
+    assert proto.parse_client_message(raw) == proto.LocationUpdate(1.5, 2.5)
+    with pytest.raises(MalformedMessage):  # a huge viewport is a bad viewport_size
+        proto.parse_client_message(b'{"type":"viewport_size","data":{"width":1e400,"height":9}}')
+    with pytest.raises(MalformedMessage):  # invalid JSON stays invalid
+        proto.parse_client_message(b'{"type":"ping","data":{"x":1e400,"y":NaN}}')

@@ -74,6 +74,8 @@ async def test_create_session_with_fields(server: Running) -> None:
         ({"name": "x" * 101}, "name"),
         ({"name": 5}, "name"),
         ({"name": "bad\x00name"}, "name"),
+        ({"name": "\u2066Hike\u2069"}, "name"),
+        ({"name": "\ufeff"}, "name"),
         ({"expires_in_minutes": 59}, "expires_in_minutes"),
         ({"expires_in_minutes": 1441}, "expires_in_minutes"),
         ({"expires_in_minutes": 90.5}, "expires_in_minutes"),
@@ -82,6 +84,7 @@ async def test_create_session_with_fields(server: Running) -> None:
         ({"max_participants": 1}, "max_participants"),
         ({"max_participants": 51}, "max_participants"),
         ({"max_participants": 10**30}, "max_participants"),
+        ({"max_participants": 10**400}, "max_participants"),
     ],
 )
 async def test_create_session_invalid_fields(
@@ -200,6 +203,11 @@ async def test_join(server: Running) -> None:
         ({"display_name": "x" * 101}, "display_name"),
         ({"display_name": "tab\tname"}, "display_name"),
         ({"display_name": "line\u2028sep"}, "display_name"),
+        ({"display_name": "\u202egpj.exe"}, "display_name"),
+        ({"display_name": "\u200b\u200d"}, "display_name"),
+        ({"display_name": "\u3164"}, "display_name"),
+        ({"display_name": " \u2800 "}, "display_name"),
+        ({"display_name": "\u0301"}, "display_name"),
         ({"display_name": ["Ann"]}, "display_name"),
         ({"display_name": "Ann", "avatar_color": "red"}, "avatar_color"),
         ({"display_name": "Ann", "avatar_color": "#12345"}, "avatar_color"),
@@ -217,9 +225,72 @@ async def test_join_invalid(server: Running, payload: dict[str, Any], field: str
 async def test_join_empty_and_malformed_bodies(server: Running) -> None:
     created = await server.create_session()
     url = f"/api/sessions/{created['session_id']}/join"
+    json_type = {"content-type": "application/json"}
     assert_error(await server.http.post(url), 422, "invalid_request")
-    assert_error(await server.http.post(url, content=b"{"), 400, "malformed_json")
-    assert_error(await server.http.post(url, content=b"null"), 422, "invalid_request")
+    assert_error(
+        await server.http.post(url, content=b"{", headers=json_type), 400, "malformed_json"
+    )
+    assert_error(
+        await server.http.post(url, content=b"null", headers=json_type), 422, "invalid_request"
+    )
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json; charset=UTF-8",
+        "APPLICATION/JSON",
+        "application/vnd.locshare+json",
+    ],
+)
+async def test_json_media_type_variants_are_accepted(server: Running, content_type: str) -> None:
+    created = await server.create_session()
+    response = await server.http.post(
+        f"/api/sessions/{created['session_id']}/join",
+        content=b'{"display_name": "Ann"}',
+        headers={"content-type": content_type},
+    )
+    assert response.status_code == 201, response.text
+    response = await server.http.post(
+        "/api/sessions", content=b'{"name": "Hike"}', headers={"content-type": content_type}
+    )
+    assert response.status_code == 201, response.text
+
+
+@pytest.mark.parametrize(
+    ("content_type", "content"),
+    [
+        ("text/plain", b'{"display_name": "Ann"}'),
+        ("application/x-www-form-urlencoded", b"display_name=Ann"),
+        ("multipart/form-data; boundary=b", b"--b\r\n\r\nAnn\r\n--b--\r\n"),
+        (None, b'{"display_name": "Ann"}'),
+    ],
+)
+async def test_bodies_that_are_not_declared_json_are_415(
+    server: Running, content_type: str | None, content: bytes
+) -> None:
+    created = await server.create_session()
+    sid = created["session_id"]
+    headers = {} if content_type is None else {"content-type": content_type}
+    for url in (f"/api/sessions/{sid}/join", "/api/sessions"):
+        response = await server.http.post(url, content=content, headers=headers)
+        assert_error(response, 415, "unsupported_media_type")
+    assert (await server.http.get(f"/api/sessions/{sid}")).json()["participant_count"] == 0
+
+
+async def test_out_of_range_numbers_are_422_or_ignored(server: Running) -> None:
+    json_type = {"content-type": "application/json"}
+    for raw, field in (
+        (b'{"max_participants": 1e400}', "max_participants"),
+        (b'{"expires_in_minutes": -' + b"9" * 5000 + b"}", "expires_in_minutes"),
+    ):
+        response = await server.http.post("/api/sessions", content=raw, headers=json_type)
+        assert assert_error(response, 422, "invalid_request")["field"] == field
+    response = await server.http.post(
+        "/api/sessions", content=b'{"name": "Big", "x": 1e400}', headers=json_type
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["name"] == "Big"
 
 
 async def test_join_unknown_full_and_ended(server: Running) -> None:
@@ -535,6 +606,28 @@ async def test_unknown_route_and_method(server: Running) -> None:
     response = await server.http.put("/api/sessions")
     assert_error(response, 405, "method_not_allowed")
     assert "POST" in response.headers["allow"]
+
+
+async def test_nosniff_on_every_kind_of_response(server: Running) -> None:
+    created = await server.create_session()
+    responses = [
+        await server.http.get("/health/live"),
+        await server.http.get("/openapi.json"),
+        await server.http.get(f"/api/sessions/{created['session_id']}"),
+        await server.http.get("/api/nothing"),  # 404
+        await server.http.put("/api/sessions"),  # 405
+        await server.http.post(
+            "/api/sessions", content=b"x", headers={"content-type": "text/plain"}
+        ),
+        await server.http.get("/"),
+        await server.http.get(f"/join/{created['session_id']}"),
+        await server.http.get("/join/nope"),  # the 404 page
+        await server.http.get("/assets/app.css"),
+        await server.http.get("/assets/nothing.js"),
+        await server.http.get("/metrics"),
+    ]
+    for response in responses:
+        assert response.headers["x-content-type-options"] == "nosniff", response.url
 
 
 async def test_request_id_and_cors(server: Running) -> None:
