@@ -31,7 +31,7 @@ from prometheus_client.registry import Collector
 from ._stats import DURATION_BUCKETS_S, Histogram
 
 if TYPE_CHECKING:
-    from ._hub import Hub
+    from .runtime import Hub
 
 _METHODS = frozenset({"GET", "POST", "DELETE", "PUT", "PATCH", "HEAD", "OPTIONS"})
 

@@ -34,20 +34,18 @@ from ._auth import TokenAuthority, load_or_create_secret
 from ._clock import WallClock
 from ._config import Config
 from ._embedded import start_embedded
-from ._hub import HousekeepingSettings, open_hub
 from ._metrics import Metrics
 from ._service import PublicUrls, Service
-from ._session import RuntimeSettings
 from ._storage import PostgresStorage
 from .net._front import NoWebSockets, serve_http
 from .net._http import create_app
 from .net._wsserver import open_listeners, serve_websockets
+from .runtime import RuntimeSettings, open_hub
 
 log = logging.getLogger("locshare.server")
 
 GC_THRESHOLDS = (50_000, 50, 1000)
 HTTP_READ_TIMEOUT_S = 30
-MAX_PARTICIPANTS_CAP = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,32 +57,6 @@ class ServerInfo:
     database_url: str
     hub: Any = field(default=None, repr=False, compare=False)  # for tests and embedding
     app: Any = field(default=None, repr=False, compare=False)
-
-
-def runtime_settings(config: Config) -> RuntimeSettings:
-    return RuntimeSettings(
-        location_ttl_s=config.location_ttl_s,
-        update_interval_s=config.update_interval_s,
-        flush_interval_s=config.flush_interval_s,
-        flush_interval_max_s=config.flush_interval_max_s,
-        inactivity_timeout_s=config.inactivity_timeout_s,
-        idle_unload_s=config.idle_unload_s,
-        max_fit_zoom=config.max_fit_zoom,
-        slow_client_timeout_s=config.slow_client_timeout_s,
-        max_message_bytes=config.max_message_bytes,
-        max_messages_per_s=config.max_messages_per_s,
-        block_size=MAX_PARTICIPANTS_CAP,
-    )
-
-
-def housekeeping_settings(config: Config) -> HousekeepingSettings:
-    return HousekeepingSettings(
-        sweep_interval_s=config.sweep_interval_s,
-        ended_retention_s=config.ended_retention_s,
-        ws_connections_per_address=config.ws_connections_per_address,
-        ws_connects_per_address_per_min=config.ws_connects_per_address_per_min,
-        max_sessions_in_memory=config.max_sessions_in_memory,
-    )
 
 
 def _hypercorn_config(config: Config) -> HypercornConfig:
@@ -128,7 +100,7 @@ async def run_server(
         database_url, embedded = await start_embedded(config.data_dir)
     secret = load_or_create_secret(config.jwt_secret, config.data_dir)
     tokens = TokenAuthority(secret)
-    settings = runtime_settings(config)
+    settings = RuntimeSettings.from_config(config)
 
     async with PostgresStorage.open(
         database_url, pool_size=config.db_pool_size, timeout_s=config.db_timeout_s
@@ -136,14 +108,7 @@ async def run_server(
         applied = await storage.migrate()
         if applied:
             log.info("database migrations applied", extra={"versions": applied})
-        async with open_hub(
-            settings=settings,
-            housekeeping=housekeeping_settings(config),
-            tokens=tokens,
-            clock=clock,
-            storage=storage,
-            grace_s=config.shutdown_grace_s,
-        ) as hub:
+        async with open_hub(settings=settings, tokens=tokens, storage=storage, clock=clock) as hub:
             urls = PublicUrls(config.public_base_url(), config.public_websocket_url())
             service = Service(
                 storage=storage,

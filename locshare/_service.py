@@ -23,7 +23,6 @@ import trio
 
 from ._auth import Claims, TokenAuthority
 from ._clock import WallClock, rfc3339
-from ._hub import Hub
 from ._model import JoinStatus, ParticipantRecord, SessionRecord, Storage
 from ._names import readable_name
 from ._ratelimit import KeyedLimiter
@@ -40,6 +39,7 @@ from .errors import (
 )
 from .net import _protocol as proto
 from .net._validation import CreateSessionRequest, JoinRequest, default_color
+from .runtime import Hub
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,11 +1,13 @@
 """The session runtime under trio's autojump clock.
 
-The hub runs in memory (no storage: a database round trip would let the mock clock
-jump), the server side is the real wsproto handshake and transport
-(:func:`serve_stream`), the client is a real trio-websocket client, and the bytes
-travel over trio's in-memory streams.  So 30-second retention and 6-hour expiry run in
-milliseconds, deterministically.  Every test ends by checking that nothing is left
-behind: no task, no connection, no slot.
+The hub runs on the in-memory storage adapter (a database round trip would let the mock
+clock jump; the adapter keeps the persistence paths: sessions are created and joined in
+storage and loaded lazily by the first connection, departures and ends are persisted),
+the server side is the real wsproto handshake and transport (:func:`serve_stream`), the
+client is a real trio-websocket client, and the bytes travel over trio's in-memory
+streams.  So 30-second retention and 6-hour expiry run in milliseconds,
+deterministically.  Every test ends by checking that nothing is left behind: no task,
+no connection, no slot.
 """
 
 from __future__ import annotations
@@ -30,11 +32,12 @@ from trio_websocket import (
 
 from locshare._auth import TokenAuthority
 from locshare._clock import WallClock
-from locshare._hub import HousekeepingSettings, Hub, open_hub
-from locshare._model import ParticipantRecord, SessionRecord
+from locshare._config import Config
+from locshare._model import JoinStatus, ParticipantRecord, SessionRecord
 from locshare._pacing import flush_phase, next_flush_at
-from locshare._session import RuntimeSettings
 from locshare.net._wsserver import serve_stream
+from locshare.runtime import Hub, RuntimeSettings, open_hub
+from locshare.storage import InMemoryStorage
 
 SECRET = "runtime-test-secret-" + "z" * 40
 TTL = 30.0
@@ -76,6 +79,7 @@ class Client:
 @dataclass
 class Harness:
     hub: Hub
+    storage: InMemoryStorage
     tokens: TokenAuthority
     clock: WallClock
     nursery: trio.Nursery
@@ -84,24 +88,34 @@ class Harness:
     async def session(
         self, names: list[str], *, expires_in_s: float = 6 * 3600, max_participants: int = 50
     ) -> tuple[SessionRecord, list[ParticipantRecord]]:
+        """A session with ``names`` joined, in storage (the first connection loads it)."""
         now = self.clock.now()
-        record = SessionRecord(
-            id=uuid.uuid4(),
+        record = await self.storage.create_session(
+            session_id=uuid.uuid4(),
             name="Convoy",
-            created_at=now,
+            now=now,
             expires_at=now + expires_in_s,
             creator_secret_hash=b"",
             max_participants=max_participants,
-            is_active=True,
-            ended_reason=None,
-            last_activity=now,
-            participant_count=len(names),
         )
-        people = [self.participant(record, name) for name in names]
-        await self.hub.open_session(record, people)
+        people = [await self.join(record, name) for name in names]
         return record, people
 
-    def participant(self, record: SessionRecord, name: str) -> ParticipantRecord:
+    async def join(self, record: SessionRecord, name: str) -> ParticipantRecord:
+        """A join as the REST handler does it: persisted, then published."""
+        outcome = await self.storage.join(
+            session_id=record.id,
+            participant_id=uuid.uuid4(),
+            display_name=name,
+            avatar_color="#336699",
+            now=self.clock.now(),
+        )
+        assert outcome.status is JoinStatus.JOINED and outcome.participant is not None
+        self.hub.participant_joined(outcome.participant)
+        return outcome.participant
+
+    def stranger(self, record: SessionRecord, name: str) -> ParticipantRecord:
+        """Someone who never joined."""
         now = self.clock.now()
         return ParticipantRecord(uuid.uuid4(), record.id, name, "#336699", now, now, True, None)
 
@@ -146,29 +160,37 @@ class Harness:
         assert stats.blocks_in_use == 0 and stats.slots_in_use == 0 and stats.fresh_locations == 0
         assert np.isnan(self.hub.index.raw_values()).all()
         assert self.hub._connections_by_address == {}
+        assert self.hub.connection_count() == 0
         # Only the hub's own loop is left (plus client tasks of this harness, if any).
         names = [task.name for task in self.hub._nursery.child_tasks]
         assert not any("SessionActor" in name or "Connection" in name for name in names), names
 
 
+def runtime_settings(**overrides: Any) -> RuntimeSettings:
+    """Settings built the one way the server builds them: from a ``Config``."""
+    fixed = {k: overrides.pop(k) for k in ("outbox_max_frames",) if k in overrides}
+    values: dict[str, Any] = {
+        "location_ttl_s": TTL,
+        "flush_interval_max_ms": 100,  # a fixed window unless a test widens it
+        "ws_connections_per_address": 100,
+        "ws_connects_per_address_per_min": 100_000,
+        "shutdown_grace_s": 2.0,
+        **overrides,
+    }
+    return RuntimeSettings.from_config(Config.load(values, environ={}), **fixed)
+
+
 @asynccontextmanager
 async def running_hub(**overrides: Any) -> AsyncIterator[Harness]:
-    settings = RuntimeSettings(location_ttl_s=TTL, **overrides)
+    settings = runtime_settings(**overrides)
     tokens = TokenAuthority(SECRET)
     clock = WallClock()
+    storage = InMemoryStorage()
     async with (
         trio.open_nursery() as nursery,
-        open_hub(
-            settings=settings,
-            housekeeping=HousekeepingSettings(
-                ws_connections_per_address=100, ws_connects_per_address_per_min=100_000
-            ),
-            tokens=tokens,
-            clock=clock,
-            grace_s=2.0,
-        ) as hub,
+        open_hub(settings=settings, tokens=tokens, storage=storage, clock=clock) as hub,
     ):
-        harness = Harness(hub, tokens, clock, nursery)
+        harness = Harness(hub, storage, tokens, clock, nursery)
         yield harness
         for client in harness.clients:
             await client.ws.aclose()
@@ -176,8 +198,8 @@ async def running_hub(**overrides: Any) -> AsyncIterator[Harness]:
 
 
 async def end_all(h: Harness) -> None:
-    for actor in list(h.hub.sessions.values()):
-        actor.end("ended")
+    for session_id in list(h.hub.sessions):
+        await h.hub.end_session(session_id, "ended")
     with trio.fail_after(30):
         while h.hub.sessions:
             await trio.sleep(0.05)
@@ -283,7 +305,7 @@ async def test_flush_window_widens_under_load_and_narrows_when_it_passes(
     here as the pacing loop would feed it), back to the configured interval once the
     pacing loop has measured an idle core (under autojump: no CPU per virtual second).
     An update leaves at the end of its cell of the session's flush grid."""
-    async with running_hub(flush_interval_max_s=0.25) as h:
+    async with running_hub(flush_interval_max_ms=250) as h:
         assert h.hub.pacer.adaptive
         record, (ann, bo) = await h.session(["Ann", "Bo"])
         a = await h.connect(record, ann)
@@ -360,7 +382,7 @@ async def test_ending_a_session_closes_every_socket_with_4000(
         clients = [await h.connect(record, p) for p in people]
         other_record, (other,) = await h.session(["Other"])
         survivor = await h.connect(other_record, other)
-        h.hub.sessions[record.id].end("ended")
+        await h.hub.end_session(record.id, "ended")
         for client in clients:
             assert (await client.next_of("session_ended")) == {"reason": "ended"}
             assert await client.closed_with() == 4000
@@ -426,7 +448,7 @@ async def test_reconnect_replaces_the_old_socket_with_4001(
         await new.location(3.0, 3.0)
         assert (await b.next_of("locations"))["updates"][0]["lat"] == 3.0
         actor = h.hub.sessions[record.id]
-        assert len(actor.connections) == 2
+        assert len(actor.fanout) == 2
         await end_all(h)
         await h.assert_nothing_left()
 
@@ -442,7 +464,7 @@ async def test_a_vanished_client_is_cleaned_up(autojump_clock: trio.testing.Mock
         await b.stream.aclose()
         assert await a.next_of("presence") == {"user_id": str(bo.id), "online": False}
         actor = h.hub.sessions[record.id]
-        assert [c.member.display_name for c in actor.connections] == ["Ann"]
+        assert [actor.members[c.member.id].display_name for c in actor.fanout] == ["Ann"]
         await end_all(h)
         await h.assert_nothing_left()
 
@@ -474,7 +496,7 @@ async def test_a_client_that_never_reads(autojump_clock: trio.testing.MockClock)
         assert max(delays) <= 0.1 + 1e-6
         assert sleeper_conn.statistics().coalesced > 0
         with trio.fail_after(60):
-            while sleeper_conn in actor.connections:
+            while sleeper_conn in actor.fanout:
                 await trio.sleep(1)
         assert h.hub.stats.slow_disconnects == 1
         await end_all(h)
@@ -482,9 +504,9 @@ async def test_a_client_that_never_reads(autojump_clock: trio.testing.MockClock)
 
 
 def sleeper_person_connection(actor: Any, user_id: uuid.UUID) -> Any:
-    member = actor.members[user_id]
-    assert member.connection is not None
-    return member.connection
+    connection = actor.fanout.current(user_id)
+    assert connection is not None
+    return connection
 
 
 # --- bad input ----------------------------------------------------------------------
@@ -566,7 +588,7 @@ async def rejected(h: Harness, token: str) -> ConnectionRejected:
 async def test_refused_tokens(autojump_clock: trio.testing.MockClock) -> None:
     async with running_hub() as h:
         record, (_ann,) = await h.session(["Ann"])
-        stranger = h.participant(record, "Stranger")  # never joined
+        stranger = h.stranger(record, "Stranger")  # never joined
         creator, _ = h.tokens.creator_token(record.id, record.expires_at, h.clock.now())
         for token in ("", "garbage", h.token(record, stranger), creator):
             refusal = await rejected(h, token)
@@ -604,8 +626,7 @@ async def test_concurrent_joins_leaves_and_updates_stay_consistent(
         actor = h.hub.sessions[record.id]
 
         async def churn(i: int) -> None:
-            person = h.participant(record, f"c{i}")
-            h.hub.participant_joined(person)
+            person = await h.join(record, f"c{i}")
             client = await h.connect(record, person)
             for j in range(5):
                 await client.location(float(i), float(j))

@@ -75,8 +75,8 @@ from ._transport import (
 )
 
 if TYPE_CHECKING:
-    from .._hub import Hub
     from .._stats import HubStats
+    from ..runtime import Hub
 
 log = logging.getLogger("locshare.ws")
 

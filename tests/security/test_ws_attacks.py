@@ -71,16 +71,16 @@ async def test_an_unexpected_error_costs_one_message_not_the_session(
     """Containment: a bug met while handling one message (injected here) answers its
     sender ``internal_error``; the session, the sender's socket and everyone else go on."""
     caplog.set_level(logging.ERROR, logger="locshare.session")
-    from locshare import _session
+    from locshare.runtime import Connection
 
-    real = _session.SessionActor.handle
+    real = Connection._handle
 
-    def handle(self: Any, connection: Any, message: Any, now: float) -> None:
+    async def handle(self: Any, message: Any, now: float) -> None:
         if getattr(message, "lat", None) == 66.6:
             raise RuntimeError("injected fault")
-        real(self, connection, message, now)
+        await real(self, message, now)
 
-    monkeypatch.setattr(_session.SessionActor, "handle", handle)
+    monkeypatch.setattr(Connection, "_handle", handle)
     with trio.fail_after(30):
         ws = await RawWebSocket.connect(honest.server.info.ws_port, honest.ws_resource())
         try:

@@ -1,0 +1,144 @@
+"""What happens to a session, as plain values: the events its actor applies.
+
+Two kinds:
+    * **Session events** (:data:`SessionEvent`) travel on the session bus
+      (:mod:`._bus`): REST handlers, the sweeper and other nodes publish them, and
+      every node hosting the session applies them.  They carry ids and values only
+      (no sockets, no tasks), so a bus can serialise them.
+    * **Local events** (:data:`LocalEvent`) come from this process only: a handshake
+      attaching a socket, a connection that ended, the geo tick's evictions and hints,
+      shutdown.  They go straight into the actor's inbox.
+
+Rule: only the session's actor changes the session's state, by applying these in the
+order they arrived.  Whoever wants something changed posts an event and, if it needs
+an answer (attach), waits on the event's reply.
+
+Privacy: :class:`Located` holds a position; it lives in memory only (an inbox, a bus
+message) and is never logged: its ``repr`` shows no coordinate.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import trio
+
+from .._model import ParticipantRecord
+from ..geo import BBox
+
+if TYPE_CHECKING:
+    from ..net._transport import Transport
+    from ._connection import Connection
+
+
+# --- session events (bus) -----------------------------------------------------------
+@dataclass(frozen=True, slots=True, repr=False)
+class Located:
+    """A participant's position as received by a node.
+
+    ``received_at`` is this process's monotonic time of receipt (a bus converts the
+    sender's wall time on the way in); retention counts from it.
+    """
+
+    user_id: uuid.UUID
+    lat: float
+    lng: float
+    accuracy: float | None
+    heading: float | None
+    speed: float | None
+    client_ts: float | None
+    received_at: float
+    received_wall: float  # wall-clock seconds of receipt (what crosses processes)
+
+    def __repr__(self) -> str:  # never show a position
+        return f"Located({self.user_id})"
+
+
+@dataclass(frozen=True, slots=True)
+class LocatedBatch:
+    """The positions one node received for a session within one flush window."""
+
+    origin: str
+    updates: tuple[Located, ...]
+
+    def __repr__(self) -> str:
+        return f"LocatedBatch({self.origin}, {len(self.updates)} updates)"
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    participant: ParticipantRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Left:
+    user_id: uuid.UUID
+    reason: str  # "left" | "removed"
+    close_code: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    reason: str  # "ended" | "expired" | "inactive"
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """A member's socket opened or closed on node ``origin``."""
+
+    origin: str
+    user_id: uuid.UUID
+    online: bool
+
+
+SessionEvent = LocatedBatch | Joined | Left | Ended | Presence
+
+
+# --- local events (inbox only) ------------------------------------------------------
+@dataclass(eq=False)
+class AttachReply:
+    """Filled in by the actor: the new connection, or ``None`` (member gone, ending)."""
+
+    done: trio.Event = field(default_factory=trio.Event)
+    connection: Connection | None = None
+
+    def answer(self, connection: Connection | None) -> None:
+        self.connection = connection
+        self.done.set()
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Attach:
+    """Give ``transport`` to a member's new connection.  ``participant``: the member's
+    record when the handshake had to look it up (joined after the session loaded)."""
+
+    user_id: uuid.UUID
+    transport: Transport
+    reply: AttachReply
+    participant: ParticipantRecord | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Detached:
+    connection: Connection
+
+
+@dataclass(frozen=True, slots=True)
+class Evicted:
+    slots: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HintDue:
+    box: BBox
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    """The server is stopping: close every socket with 1001 (the session goes on)."""
+
+
+LocalEvent = Attach | Detached | Evicted | HintDue | Shutdown
+Event = SessionEvent | LocalEvent

@@ -1,0 +1,404 @@
+"""The hub: the sessions this process hosts, the geo tick, admission and housekeeping.
+
+Resource handling:
+    :func:`open_hub` is an async context manager owning one nursery.  In it run the
+    geo tick (eviction and viewport hints for all sessions in one vectorized call per
+    tick), the housekeeping loop (persist activity, sweep expired/inactive sessions,
+    purge long-ended ones), the pacing loop (the flush window from the CPU share,
+    :mod:`locshare._pacing`; only when it may widen) and one task per live
+    :class:`~._actor.SessionActor`.  Leaving the context shuts down gracefully: 1001 to
+    every socket, a deadline of ``grace_s``, activity persisted, then cancellation.
+
+Rule (one writer): the hub changes no session's state.  What REST handlers and the
+sweeper decide (a join, a departure, an end) is persisted first, then published on the
+session bus (:mod:`._bus`); the geo tick posts evictions and hints to the actors; a
+handshake posts an attach and waits for the actor's answer.  The hub is the actor's
+host (:class:`~._actor.SessionHost`): it lends the geo index, the counters, the bus.
+
+Sessions are loaded lazily: the first WebSocket connection of a session subscribes to
+its events, then loads its record and participants from storage (so nothing published
+meanwhile is missed); concurrent loads of one session are coalesced.  A session with no
+socket for ``idle_unload_s`` leaves memory; its locations have expired by then anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import trio
+
+from .._auth import Claims, TokenAuthority
+from .._clock import WallClock
+from .._model import ParticipantRecord, Storage
+from .._pacing import FlushPacer
+from .._ratelimit import KeyedLimiter
+from .._stats import HubStats
+from ..errors import RateLimited, SessionEnded, StorageError, Unauthorized, Unavailable
+from ..geo import BBox, GeoIndex
+from ..net._transport import Transport
+from ._actor import SessionActor
+from ._bus import LocalBus, SessionBus
+from ._connection import Connection
+from ._events import Attach, AttachReply, Ended, Evicted, HintDue, Joined, Left, Shutdown
+from ._inbox import Inbox
+from ._settings import RuntimeSettings
+
+log = logging.getLogger("locshare.hub")
+
+HINT_INTERVAL_S = 1.0
+MIN_TICK_S = 0.01
+PACE_INTERVAL_S = 1.0  # how often the flush window is re-fitted to the CPU share
+ATTACH_ATTEMPTS = 3
+
+
+class Hub:
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        *,
+        settings: RuntimeSettings,
+        tokens: TokenAuthority,
+        clock: WallClock,
+        storage: Storage,
+        bus: SessionBus,
+    ) -> None:
+        self._nursery = nursery
+        self.settings = settings
+        self.tokens = tokens
+        self.clock = clock
+        self.storage = storage
+        self.bus = bus
+        self.index = GeoIndex(
+            block_size=settings.block_size,
+            ttl_s=settings.location_ttl_s,
+            min_hint_interval_s=HINT_INTERVAL_S,
+        )
+        self.stats = HubStats()
+        self.pacer = FlushPacer(settings.flush_interval_s, settings.flush_interval_max_s)
+        self.sessions: dict[uuid.UUID, SessionActor] = {}
+        self._by_block: dict[int, SessionActor] = {}
+        self._unsubscribe: dict[uuid.UUID, Callable[[], None]] = {}
+        self._loading: dict[uuid.UUID, trio.Event] = {}
+        self._connections_by_address: dict[str, int] = {}
+        self._connects_by_address = KeyedLimiter(settings.ws_connects_per_address_per_min, 60.0)
+        # Activity written to storage (wall times), to write only what changed.
+        self._persisted_sessions: dict[uuid.UUID, float] = {}
+        self._persisted_members: dict[uuid.UUID, float] = {}
+        self._pending_sessions: dict[uuid.UUID, float] = {}
+        self._pending_members: dict[uuid.UUID, float] = {}
+        self.shutting_down = False
+
+    # --- the host of every actor (SessionHost) --------------------------------------------
+    @property
+    def window_s(self) -> float:
+        return self.pacer.window_s
+
+    def connection_attached(self, connection: Connection) -> None:
+        address = connection.transport.remote_address
+        self._connections_by_address[address] = self._connections_by_address.get(address, 0) + 1
+        self.stats.connections_opened += 1
+
+    def connection_closed(self, connection: Connection) -> None:
+        address = connection.transport.remote_address
+        left = self._connections_by_address.get(address, 0) - 1
+        if left > 0:
+            self._connections_by_address[address] = left
+        else:
+            self._connections_by_address.pop(address, None)
+
+    def session_timed_out(self, session_id: uuid.UUID, reason: str) -> None:
+        """An actor's own deadline passed (expiry, inactivity): persist the end, and
+        tell the other nodes hosting the session."""
+        self._nursery.start_soon(self._persist_end, session_id, reason)
+
+    async def _persist_end(self, session_id: uuid.UUID, reason: str) -> None:
+        try:
+            await self.storage.end_session(
+                session_id=session_id, reason=reason, now=self.clock.now()
+            )
+        except StorageError:
+            log.warning(
+                "could not persist session end; the sweeper will",
+                extra={"session_id": str(session_id)},
+            )
+        self.bus.publish(session_id, Ended(reason))
+
+    def actor_finished(self, actor: SessionActor) -> None:
+        """Called from the actor's ``finally``: it has released everything."""
+        if self.sessions.get(actor.id) is actor:
+            del self.sessions[actor.id]
+        self._by_block.pop(actor.block, None)
+        unsubscribe = self._unsubscribe.pop(actor.id, None)
+        if unsubscribe is not None:
+            unsubscribe()
+        self._note_activity(actor)
+
+    # --- sessions in memory ---------------------------------------------------------------
+    async def get_actor(self, session_id: uuid.UUID) -> SessionActor:
+        """The live actor of a session, loading it from storage if needed."""
+        while True:
+            actor = self.sessions.get(session_id)
+            if actor is not None:
+                if not actor.started.is_set():
+                    # Registered, but its nursery is still starting (found by the
+                    # benchmarks: many sockets connecting to a session being loaded).
+                    await actor.started.wait()
+                    continue
+                if not actor.ending:
+                    return actor
+                if actor.end_reason is not None:
+                    raise SessionEnded(f"session {actor.end_reason}")
+                await actor.finished.wait()  # unloading: wait, then load again
+                continue
+            loading = self._loading.get(session_id)
+            if loading is not None:
+                await loading.wait()
+                continue
+            return await self._load(session_id)
+
+    async def _load(self, session_id: uuid.UUID) -> SessionActor:
+        done = self._loading[session_id] = trio.Event()
+        inbox = Inbox(self.settings.inbox_max_events)
+        # Subscribe first: what is published while storage is read waits in the inbox.
+        unsubscribe = self.bus.subscribe(session_id, inbox.post)
+        try:
+            record = await self.storage.get_session(session_id)
+            if record is None:
+                raise Unauthorized("unknown session")
+            ended = record.effective_end(self.clock.now())
+            if ended is not None:
+                raise SessionEnded(f"session {ended}")
+            if len(self.sessions) >= self.settings.max_sessions_in_memory:
+                self.stats.rate_limited += 1
+                raise RateLimited(
+                    "the server holds as many live sessions as it may; try again later"
+                )
+            participants = await self.storage.list_participants(session_id)
+            actor = SessionActor(self, record, participants, inbox)
+        except BaseException:
+            unsubscribe()
+            raise
+        finally:
+            del self._loading[session_id]
+            done.set()
+        self._unsubscribe[session_id] = unsubscribe
+        self.sessions[session_id] = actor
+        self._by_block[actor.block] = actor
+        await self._nursery.start(actor.run)
+        return actor
+
+    # --- WebSocket admission ----------------------------------------------------------------
+    async def authorize(self, token: str, address: str) -> Claims:
+        """Everything that can be checked before the WebSocket upgrade (-> HTTP status)."""
+        if self.shutting_down:
+            raise Unavailable("the server is shutting down")
+        # First, before any work an attacker could make us repeat: a client that
+        # reconnects in a loop (each 1008 for flooding, say) is slowed to this rate.
+        if not self._connects_by_address.hit(address, trio.current_time()):
+            self.stats.rate_limited += 1
+            raise RateLimited("too many connection attempts from this address")
+        claims = self.tokens.verify(token, self.clock.now())
+        if claims.role != "participant":
+            raise Unauthorized(
+                "a creator token cannot connect; join the session to get a participant token"
+            )
+        if self._connections_by_address.get(address, 0) >= self.settings.ws_connections_per_address:
+            self.stats.rate_limited += 1
+            raise RateLimited("too many connections from this address")
+        actor = await self.get_actor(claims.session_id)
+        await self._participant_if_new(actor, claims.subject)
+        return claims
+
+    async def _participant_if_new(
+        self, actor: SessionActor, user_id: uuid.UUID
+    ) -> ParticipantRecord | None:
+        """``None`` if the actor knows the member; else their record from storage (joined
+        after the session was loaded, and the join notice raced the load)."""
+        if user_id in actor.members:
+            return None
+        participant = await self.storage.get_participant(actor.id, user_id)
+        if participant is None or not participant.is_active:
+            raise Unauthorized("this participant has left the session")
+        return participant
+
+    async def connect(self, claims: Claims, transport: Transport) -> Connection:
+        """Attach an upgraded socket to its session (after :meth:`authorize`)."""
+        for _attempt in range(ATTACH_ATTEMPTS):
+            actor = await self.get_actor(claims.session_id)
+            participant = await self._participant_if_new(actor, claims.subject)
+            reply = AttachReply()
+            if not actor.post(Attach(claims.subject, transport, reply, participant)):
+                raise Unavailable("the session is busy; try again")
+            await reply.done.wait()
+            if reply.connection is not None:
+                return reply.connection
+            if actor.end_reason is not None:
+                raise SessionEnded(f"session {actor.end_reason}")
+            if claims.subject not in actor.members and not actor.ending:
+                raise Unauthorized("this participant has left the session")
+        raise Unavailable("the session is restarting; try again")
+
+    # --- what REST handlers decided (persisted, then published) -------------------------------
+    def participant_joined(self, participant: ParticipantRecord) -> None:
+        self.bus.publish(participant.session_id, Joined(participant))
+
+    async def leave(
+        self, session_id: uuid.UUID, user_id: uuid.UUID, *, reason: str, close_code: int
+    ) -> bool:
+        """Persist a departure, then tell every node hosting the session."""
+        changed = await self.storage.leave(
+            session_id=session_id, participant_id=user_id, reason=reason, now=self.clock.now()
+        )
+        if changed:
+            self.bus.publish(session_id, Left(user_id, reason, close_code))
+        return changed
+
+    async def end_session(self, session_id: uuid.UUID, reason: str) -> bool:
+        changed = await self.storage.end_session(
+            session_id=session_id, reason=reason, now=self.clock.now()
+        )
+        self.bus.publish(session_id, Ended(reason))
+        return changed
+
+    # --- periodic work --------------------------------------------------------------------
+    async def _tick_loop(self) -> None:
+        """Rule: one vectorized geo tick for all sessions, at least once per second and
+        exactly when the oldest location expires.  The index overwrites what expired
+        (retention does not wait for anyone); the actors hear about it as events."""
+        while True:
+            now = trio.current_time()
+            result = self.index.tick(now)
+            if result.evicted_blocks.size:
+                self.stats.evictions += int(result.evicted_blocks.size)
+                by_block: dict[int, list[int]] = {}
+                for block, slot in zip(
+                    result.evicted_blocks.tolist(), result.evicted_slots.tolist(), strict=True
+                ):
+                    by_block.setdefault(block, []).append(slot)
+                for block, slots in by_block.items():
+                    actor = self._by_block.get(block)
+                    if actor is not None:
+                        actor.post(Evicted(tuple(slots)))
+            for block, box in zip(
+                result.hint_blocks.tolist(), result.hint_boxes.tolist(), strict=True
+            ):
+                actor = self._by_block.get(block)
+                if actor is not None and actor.fanout:
+                    actor.post(HintDue(BBox(*box)))
+            wake = min(now + HINT_INTERVAL_S, self.index.next_expiry())
+            await trio.sleep_until(max(wake, now + MIN_TICK_S))
+
+    async def _pace_loop(self) -> None:
+        """Rule: once a second, the process's CPU share sets the flush window (``_pacing``)."""
+        cpu, wall = time.process_time(), trio.current_time()
+        while True:
+            await trio.sleep(PACE_INTERVAL_S)
+            cpu_now, wall_now = time.process_time(), trio.current_time()
+            self.pacer.observe(cpu_now - cpu, wall_now - wall)
+            cpu, wall = cpu_now, wall_now
+
+    async def _housekeeping_loop(self) -> None:
+        while True:
+            await trio.sleep(self.settings.sweep_interval_s)
+            await self.housekeep()
+
+    async def housekeep(self) -> None:
+        """Persist activity, then end expired/inactive sessions and purge old ones."""
+        try:
+            await self.persist_activity()
+            now = self.clock.now()
+            ended = await self.storage.sweep(
+                now=now, inactive_before=now - self.settings.inactivity_timeout_s
+            )
+            for session_id, reason in ended:
+                self.bus.publish(session_id, Ended(reason))
+            await self.storage.purge_ended(ended_before=now - self.settings.ended_retention_s)
+        except StorageError as exc:
+            log.warning("housekeeping skipped: %s", exc)
+
+    def _note_activity(self, actor: SessionActor) -> None:
+        """Queue what changed since it was last persisted (wall times only grow)."""
+        activity = actor.activity()
+        if activity.session > self._persisted_sessions.get(actor.id, 0.0):
+            self._pending_sessions[actor.id] = activity.session
+        for member_id, seen in activity.members.items():
+            if seen > self._persisted_members.get(member_id, 0.0):
+                self._pending_members[member_id] = seen
+
+    async def persist_activity(self) -> None:
+        for actor in list(self.sessions.values()):
+            self._note_activity(actor)
+        sessions, members = self._pending_sessions, self._pending_members
+        self._pending_sessions, self._pending_members = {}, {}
+        try:
+            await self.storage.record_activity(sessions, members)
+        except StorageError:
+            # Keep them for next time (newer values win); bounded by sessions + members.
+            for key, value in sessions.items():
+                self._pending_sessions[key] = max(value, self._pending_sessions.get(key, 0.0))
+            for key, value in members.items():
+                self._pending_members[key] = max(value, self._pending_members.get(key, 0.0))
+            raise
+        self._persisted_sessions.update(sessions)
+        self._persisted_members.update(members)
+        # Forget what no live session holds any more (bounded by what is in memory).
+        live_members = {m for a in self.sessions.values() for m in a.members}
+        for key in [k for k in self._persisted_sessions if k not in self.sessions]:
+            del self._persisted_sessions[key]
+        for key in [k for k in self._persisted_members if k not in live_members]:
+            del self._persisted_members[key]
+
+    async def shutdown(self, grace_s: float) -> None:
+        """Close every socket with 1001 and wait up to ``grace_s`` for the sessions to go."""
+        self.shutting_down = True
+        with trio.move_on_after(grace_s):
+            for actor in list(self.sessions.values()):
+                actor.post(Shutdown())
+            for actor in list(self.sessions.values()):
+                await actor.finished.wait()
+        with trio.move_on_after(max(1.0, grace_s / 2)):
+            try:
+                await self.persist_activity()
+            except StorageError as exc:
+                log.warning("could not persist activity at shutdown: %s", exc)
+
+    # --- introspection --------------------------------------------------------------------
+    def connection_count(self) -> int:
+        return sum(len(actor.fanout) for actor in self.sessions.values())
+
+    def member_count(self) -> int:
+        return sum(len(actor.members) for actor in self.sessions.values())
+
+
+@asynccontextmanager
+async def open_hub(
+    *,
+    settings: RuntimeSettings,
+    tokens: TokenAuthority,
+    storage: Storage,
+    clock: WallClock | None = None,
+    bus: SessionBus | None = None,
+) -> AsyncIterator[Hub]:
+    async with trio.open_nursery() as nursery:
+        hub = Hub(
+            nursery,
+            settings=settings,
+            tokens=tokens,
+            clock=clock or WallClock(),
+            storage=storage,
+            bus=bus or LocalBus(),
+        )
+        nursery.start_soon(hub._tick_loop)
+        if hub.pacer.adaptive:
+            nursery.start_soon(hub._pace_loop)
+        nursery.start_soon(hub._housekeeping_loop)
+        try:
+            yield hub
+        finally:
+            with trio.CancelScope(shield=True):
+                await hub.shutdown(settings.shutdown_grace_s)
+            nursery.cancel_scope.cancel()
