@@ -28,7 +28,7 @@ FRAMES = 2000
 
 
 def _server_stream() -> bytes:
-    from locshare.net import _protocol as proto
+    from locshare.proto import _messages as proto
 
     entries = [
         {

@@ -31,7 +31,7 @@ from typing import Any
 
 import trio
 
-from locshare._storage import _COMPACT_SQL, _PURGE_SQL, PostgresStorage, ensure_database
+from locshare.storage._postgres import _COMPACT_SQL, _PURGE_SQL, PostgresStorage, ensure_database
 
 
 def heap_bytes(data_dir: Path, relative: str) -> bytes:

@@ -1,11 +1,21 @@
 """locshare: self-hosted real-time group location sharing.
 
-Layout: ``geo/`` (live location index, viewport fitting; sans-io), ``net/`` (WebSocket
-protocol, transports, HTTP routes), ``_hub``/``_session`` (the runtime: one actor per
-live session), ``_storage`` (PostgreSQL), ``_config``, ``_cli``.
+Layout, from the bottom up (each layer imports only the ones below it; a test checks):
+
+* ``geo/``: the live location index and viewport fitting (sans-io, numpy);
+* ``proto/``: the WebSocket and REST protocol, frame decoding, outbox, pacing and
+  rate-limit policies (sans-io);
+* ``storage/``: the records, the :class:`Storage` seam, PostgreSQL (and the embedded
+  server), an in-memory adapter;
+* ``runtime/``: one actor per live session, the hub, the session bus and fan-out seams,
+  the REST operations;
+* ``net/``: the edge: WebSocket listener and transport, the REST port's front door,
+  the HTTP app;
+* ``_server`` (composes everything), ``_cli``, ``_config``, ``_metrics``, ``_auth``,
+  ``_logging``, ``_clock``, ``errors``.
 
 The runtime names are imported lazily, so the sans-io cores (``locshare.geo``,
-``locshare.net._protocol``) can be imported without trio.
+``locshare.proto``) can be imported without trio.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from ._stats import DURATION_BUCKETS_S, Histogram
+from .runtime._stats import DURATION_BUCKETS_S, Histogram
 
 if TYPE_CHECKING:
     from .runtime import Hub

@@ -33,14 +33,14 @@ from hypercorn.middleware import ProxyFixMiddleware
 from ._auth import TokenAuthority, load_or_create_secret
 from ._clock import WallClock
 from ._config import Config
-from ._embedded import start_embedded
 from ._metrics import Metrics
-from ._service import PublicUrls, Service
-from ._storage import PostgresStorage
 from .net._front import NoWebSockets, serve_http
 from .net._http import create_app
 from .net._wsserver import open_listeners, serve_websockets
 from .runtime import RuntimeSettings, open_hub
+from .runtime._service import PublicUrls, Service
+from .storage._embedded import start_embedded
+from .storage._postgres import PostgresStorage
 
 log = logging.getLogger("locshare.server")
 

@@ -9,7 +9,7 @@ creates the ``pgserver`` user that runs PostgreSQL).  The Dockerfile and
 
 What goes into the binary, besides what PyInstaller finds by following imports:
 
-* locshare's package data (``locshare/migrations/*.sql``, ``locshare/web/**`` when
+* locshare's package data (``locshare/storage/migrations/*.sql``, ``locshare/web/**`` when
   present) and every locshare submodule;
 * the PostgreSQL that ``pgserver`` ships: ``pginstall/bin``, the shared objects of
   ``pginstall/lib`` and ``pginstall/share``, at ``pgserver/pginstall`` in the bundle,

@@ -30,7 +30,7 @@ import trio
 from locshare._clock import WallClock
 from locshare._config import Config
 from locshare._server import ServerInfo, run_server
-from locshare._storage import PostgresStorage, drop_database, ensure_database
+from locshare.storage._postgres import PostgresStorage, drop_database, ensure_database
 
 JWT_SECRET = "test-secret-" + "x" * 40
 

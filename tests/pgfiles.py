@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from locshare._storage import PostgresStorage
+from locshare.storage._postgres import PostgresStorage
 
 NAME_TABLES = ("sessions", "participants")
 

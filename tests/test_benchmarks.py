@@ -20,7 +20,7 @@ from wsproto.frame_protocol import FrameProtocol, Opcode
 from benchmarks import _load
 from benchmarks import _wire as w
 from locshare._clock import parse_rfc3339, rfc3339
-from locshare.net import _protocol as proto
+from locshare.proto import _messages as proto
 
 ROOT = Path(__file__).resolve().parent.parent
 ME = str(uuid.UUID(int=1))

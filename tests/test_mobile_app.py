@@ -23,7 +23,7 @@ import pytest
 import tree_sitter
 import tree_sitter_dart
 
-from locshare.net._protocol import CLIENT_MESSAGES, SERVER_MESSAGES
+from locshare.proto._messages import CLIENT_MESSAGES, SERVER_MESSAGES
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "mobile_app"

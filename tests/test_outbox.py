@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from locshare._outbox import Outbox
+from locshare.proto._outbox import Outbox
 
 
 @dataclass

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from locshare._pacing import GAIN_S, FlushPacer, flush_phase, next_flush_at
+from locshare.proto._pacing import GAIN_S, FlushPacer, flush_phase, next_flush_at
 
 
 def test_below_target_the_window_stays_at_the_configured_interval() -> None:

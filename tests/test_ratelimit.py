@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from locshare._ratelimit import KeyedLimiter, TokenBucket
+from locshare.proto._ratelimit import KeyedLimiter, TokenBucket
 
 
 def test_bucket_allows_a_burst_then_the_rate() -> None:

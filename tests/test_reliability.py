@@ -255,7 +255,7 @@ def own_database() -> Iterator[OwnDatabase]:
 
 @pytest.fixture
 async def outage_server(own_database: OwnDatabase, tmp_path: Path) -> AsyncIterator[Running]:
-    from locshare._storage import PostgresStorage
+    from locshare.storage._postgres import PostgresStorage
 
     async with PostgresStorage.open(own_database.url) as storage:
         await storage.migrate()

@@ -33,11 +33,11 @@ from trio_websocket import (
 from locshare._auth import TokenAuthority
 from locshare._clock import WallClock
 from locshare._config import Config
-from locshare._model import JoinStatus, ParticipantRecord, SessionRecord
-from locshare._pacing import flush_phase, next_flush_at
 from locshare.net._wsserver import serve_stream
+from locshare.proto._pacing import flush_phase, next_flush_at
 from locshare.runtime import Hub, RuntimeSettings, open_hub
 from locshare.storage import InMemoryStorage
+from locshare.storage._model import JoinStatus, ParticipantRecord, SessionRecord
 
 SECRET = "runtime-test-secret-" + "z" * 40
 TTL = 30.0

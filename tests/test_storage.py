@@ -9,9 +9,9 @@ import uuid
 import pytest
 import trio
 
-from locshare._model import JoinStatus
-from locshare._storage import PostgresStorage, migrations
 from locshare.errors import StorageError, StorageUnavailable
+from locshare.storage._model import JoinStatus
+from locshare.storage._postgres import PostgresStorage, migrations
 from tests import pgfiles
 
 
@@ -73,7 +73,7 @@ async def test_a_changed_migration_is_refused(
         await storage.migrate()
         original = migrations()
         tampered = [(v, n, sql + "\n-- edited" if v == 1 else sql) for v, n, sql in original]
-        monkeypatch.setattr("locshare._storage.migrations", lambda: tampered)
+        monkeypatch.setattr("locshare.storage._postgres.migrations", lambda: tampered)
         with pytest.raises(StorageError, match="changed after it was applied"):
             await storage.migrate()
 

@@ -1,7 +1,5 @@
-"""The network edges: WebSocket protocol (sans-io), transports, and HTTP routes."""
+"""The network edge: the WebSocket listener and transport, the REST port's front door,
+the HTTP app (REST routes, web pages, OpenAPI).  It calls into the runtime; nothing
+below it imports it."""
 
 from __future__ import annotations
-
-from ._protocol import CLIENT_MESSAGES, LOCATION_ENTRY_FIELDS, SERVER_MESSAGES
-
-__all__ = ["CLIENT_MESSAGES", "LOCATION_ENTRY_FIELDS", "SERVER_MESSAGES"]

@@ -52,8 +52,8 @@ from hypercorn.utils import wrap_app
 from ._wsserver import RECEIVE_CHUNK_BYTES, serve_listeners, serve_stream
 
 if TYPE_CHECKING:
-    from .._stats import HubStats
     from ..runtime import Hub
+    from ..runtime._stats import HubStats
 
 log = logging.getLogger("locshare.http")
 

@@ -26,7 +26,6 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from .._logging import request_id_var
-from .._service import Service, parse_session_id
 from .._version import __version__
 from ..errors import (
     DEFAULT_RETRY_AFTER_S,
@@ -35,7 +34,8 @@ from ..errors import (
     StorageUnavailable,
     Unavailable,
 )
-from . import _validation
+from ..proto import _validation
+from ..runtime._service import Service, parse_session_id
 from ._openapi import openapi_document
 from ._web import register_web_routes
 

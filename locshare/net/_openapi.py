@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import _validation as v
+from ..proto import _validation as v
 
 JSON = "application/json"
 UUID = {"type": "string", "format": "uuid"}
@@ -118,7 +118,7 @@ def openapi_document(version: str) -> dict[str, Any]:
                 "max_participants": {
                     "type": ["integer", "null"],
                     "minimum": v.MAX_PARTICIPANTS_MIN,
-                    "maximum": v.MAX_PARTICIPANTS_MAX,
+                    "maximum": v.MAX_PARTICIPANTS,
                     "default": v.MAX_PARTICIPANTS_DEFAULT,
                 },
             },

@@ -39,8 +39,8 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from .._clock import parse_rfc3339
-from .._service import Service
 from ..errors import NotFound, StorageUnavailable
+from ..runtime._service import Service
 
 ASSET_PREFIX: Final = "/assets/"
 APP_SCHEME: Final = "locshare"

@@ -63,20 +63,19 @@ from ..errors import (
     MessageTooBig,
     StorageUnavailable,
 )
-from ._frames import FastFrames
-from ._protocol import OutFrame
-from ._transport import (
-    OP_PING,
-    OP_PONG,
-    ConnectionClosed,
-    Control,
-    Incoming,
-    refuse_after_upgrade,
+from ..proto._frames import OP_PING, OP_PONG, Control, FastFrames, Incoming
+from ..proto._messages import (
+    CLOSE_SESSION_ENDED,
+    CLOSE_TRY_AGAIN,
+    CLOSE_UNAUTHORIZED,
+    OutFrame,
+    encode,
 )
+from ..runtime._transport import ConnectionClosed, Transport
 
 if TYPE_CHECKING:
-    from .._stats import HubStats
     from ..runtime import Hub
+    from ..runtime._stats import HubStats
 
 log = logging.getLogger("locshare.ws")
 
@@ -280,6 +279,25 @@ class WsprotoTransport:
             pass
         finally:
             await trio.aclose_forcefully(self._stream)
+
+
+async def refuse_after_upgrade(transport: Transport, exc: ApiError | None) -> None:
+    """The upgrade already happened when admission failed (state changed meanwhile, or
+    the database went away): say why with a frame and a close code instead of HTTP."""
+    try:
+        if exc is None:
+            await transport.close(CLOSE_TRY_AGAIN, "try again later")
+        elif exc.code == "session_ended":
+            reason = exc.message.removeprefix("session ")
+            await transport.send([encode("session_ended", {"reason": reason})])
+            await transport.close(CLOSE_SESSION_ENDED, "session ended")
+        elif exc.code == "unauthorized":
+            await transport.close(CLOSE_UNAUTHORIZED, exc.message[:100])
+        else:
+            await transport.send([encode("error", {"code": exc.code, "message": exc.message})])
+            await transport.close(CLOSE_TRY_AGAIN, "try again later")
+    except ConnectionClosed:
+        pass
 
 
 def peer_address(stream: trio.abc.Stream) -> str:

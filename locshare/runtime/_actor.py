@@ -45,18 +45,15 @@ import numpy as np
 import trio
 
 from .._clock import WallClock, rfc3339
-from .._model import ParticipantRecord, SessionRecord
-from .._pacing import flush_phase, next_flush_at
 from ..errors import StorageError
 from ..geo import BBox, GeoIndex, fit_zooms
-from ..net import _protocol as proto
+from ..proto import _messages as proto
+from ..proto._pacing import flush_phase, next_flush_at
+from ..storage._model import ParticipantRecord, SessionRecord
 from ._bus import SessionBus
-from ._connection import Connection, Viewport
+from ._connection import Attach, Connection, Detached, Viewport
 from ._events import (
-    Attach,
-    Detached,
     Ended,
-    Event,
     Evicted,
     HintDue,
     Joined,
@@ -70,8 +67,8 @@ from ._fanout import LocalFanout
 from ._inbox import Inbox
 
 if TYPE_CHECKING:
-    from .._stats import HubStats
     from ._settings import RuntimeSettings
+    from ._stats import HubStats
 
 log = logging.getLogger("locshare.session")
 
@@ -186,7 +183,7 @@ class SessionActor:
                 self._add_member(participant)
 
     # --- what others may call: posting, reading -------------------------------------
-    def post(self, event: Event) -> bool:
+    def post(self, event: object) -> bool:
         return self.inbox.post(event)
 
     def locate(self, event: Located) -> None:
@@ -307,7 +304,7 @@ class SessionActor:
         self.last_activity = max(self.last_activity, now)
 
     # --- applying events ------------------------------------------------------------------
-    def _apply(self, event: Event) -> None:
+    def _apply(self, event: object) -> None:
         if isinstance(event, Attach):
             self._attach(event)
         elif isinstance(event, Detached):

@@ -34,22 +34,25 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import trio
 
 from .._clock import WallClock, rfc3339
-from .._outbox import Outbox, OutboxStatistics
-from .._ratelimit import TokenBucket
 from ..errors import MessageTooBig, ProtocolError
-from ..net import _protocol as proto
-from ..net._transport import OP_PING, ConnectionClosed, Control, Transport
-from ._events import Detached, Event, Located
+from ..proto import _messages as proto
+from ..proto._frames import OP_PING, Control
+from ..proto._outbox import Outbox, OutboxStatistics
+from ..proto._ratelimit import TokenBucket
+from ..storage._model import ParticipantRecord
+from ._events import Located
+from ._transport import ConnectionClosed, Transport
 
 if TYPE_CHECKING:
-    from .._stats import HubStats
     from ._settings import RuntimeSettings
+    from ._stats import HubStats
 
 log = logging.getLogger("locshare.session")
 
@@ -60,6 +63,37 @@ RATE_LIMIT_ERROR_INTERVAL_S: Final = 1.0
 FLOOD_TOLERANCE_S: Final = 10.0
 
 Viewport = tuple[int, int, int]
+
+
+@dataclass(eq=False)
+class AttachReply:
+    """Filled in by the actor: the new connection, or ``None`` (member gone, ending)."""
+
+    done: trio.Event = field(default_factory=trio.Event)
+    connection: Connection | None = None
+
+    def answer(self, connection: Connection | None) -> None:
+        self.connection = connection
+        self.done.set()
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Attach:
+    """Local event: give ``transport`` to a member's new connection.  ``participant``:
+    the member's record when the handshake had to look it up (joined after the session
+    loaded)."""
+
+    user_id: uuid.UUID
+    transport: Transport
+    reply: AttachReply
+    participant: ParticipantRecord | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Detached:
+    """Local event: a connection's task ended (any reason)."""
+
+    connection: Connection
 
 
 class MemberView(Protocol):
@@ -77,7 +111,7 @@ class ConnectionHost(Protocol):
     stats: HubStats
     clock: WallClock
 
-    def post(self, event: Event) -> bool: ...
+    def post(self, event: object) -> bool: ...
 
     def locate(self, event: Located) -> None: ...
 

@@ -5,9 +5,10 @@ Two kinds:
       (:mod:`._bus`): REST handlers, the sweeper and other nodes publish them, and
       every node hosting the session applies them.  They carry ids and values only
       (no sockets, no tasks), so a bus can serialise them.
-    * **Local events** (:data:`LocalEvent`) come from this process only: a handshake
-      attaching a socket, a connection that ended, the geo tick's evictions and hints,
-      shutdown.  They go straight into the actor's inbox.
+    * **Local events** come from this process only: the geo tick's evictions and hints,
+      shutdown (here), and a handshake attaching a socket or a connection that ended
+      (:class:`~._connection.Attach`, :class:`~._connection.Detached`).  They go
+      straight into the actor's inbox.
 
 Rule: only the session's actor changes the session's state, by applying these in the
 order they arrived.  Whoever wants something changed posts an event and, if it needs
@@ -20,17 +21,10 @@ message) and is never logged: its ``repr`` shows no coordinate.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
-import trio
-
-from .._model import ParticipantRecord
 from ..geo import BBox
-
-if TYPE_CHECKING:
-    from ..net._transport import Transport
-    from ._connection import Connection
+from ..storage._model import ParticipantRecord
 
 
 # --- session events (bus) -----------------------------------------------------------
@@ -97,34 +91,6 @@ SessionEvent = LocatedBatch | Joined | Left | Ended | Presence
 
 
 # --- local events (inbox only) ------------------------------------------------------
-@dataclass(eq=False)
-class AttachReply:
-    """Filled in by the actor: the new connection, or ``None`` (member gone, ending)."""
-
-    done: trio.Event = field(default_factory=trio.Event)
-    connection: Connection | None = None
-
-    def answer(self, connection: Connection | None) -> None:
-        self.connection = connection
-        self.done.set()
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class Attach:
-    """Give ``transport`` to a member's new connection.  ``participant``: the member's
-    record when the handshake had to look it up (joined after the session loaded)."""
-
-    user_id: uuid.UUID
-    transport: Transport
-    reply: AttachReply
-    participant: ParticipantRecord | None = None
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class Detached:
-    connection: Connection
-
-
 @dataclass(frozen=True, slots=True)
 class Evicted:
     slots: tuple[int, ...]
@@ -138,7 +104,3 @@ class HintDue:
 @dataclass(frozen=True, slots=True)
 class Shutdown:
     """The server is stopping: close every socket with 1001 (the session goes on)."""
-
-
-LocalEvent = Attach | Detached | Evicted | HintDue | Shutdown
-Event = SessionEvent | LocalEvent

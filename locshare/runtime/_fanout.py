@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
-from ..net import _protocol as proto
+from ..proto import _messages as proto
 from ._connection import Connection
 
 Viewport = tuple[int, int, int]

@@ -33,19 +33,19 @@ import trio
 
 from .._auth import Claims, TokenAuthority
 from .._clock import WallClock
-from .._model import ParticipantRecord, Storage
-from .._pacing import FlushPacer
-from .._ratelimit import KeyedLimiter
-from .._stats import HubStats
 from ..errors import RateLimited, SessionEnded, StorageError, Unauthorized, Unavailable
 from ..geo import BBox, GeoIndex
-from ..net._transport import Transport
+from ..proto._pacing import FlushPacer
+from ..proto._ratelimit import KeyedLimiter
+from ..storage._model import ParticipantRecord, Storage
 from ._actor import SessionActor
 from ._bus import LocalBus, SessionBus
-from ._connection import Connection
-from ._events import Attach, AttachReply, Ended, Evicted, HintDue, Joined, Left, Shutdown
+from ._connection import Attach, AttachReply, Connection
+from ._events import Ended, Evicted, HintDue, Joined, Left, Shutdown
 from ._inbox import Inbox
 from ._settings import RuntimeSettings
+from ._stats import HubStats
+from ._transport import Transport
 
 log = logging.getLogger("locshare.hub")
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import trio
 
-from ._events import Event, Located
+from ._events import Located
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,14 +35,14 @@ class InboxStatistics:
 class Inbox:
     def __init__(self, max_events: int) -> None:
         self.max_events = max_events
-        self._events: deque[Event] = deque()
+        self._events: deque[object] = deque()
         self._located: dict[uuid.UUID, Located] = {}
         self._lot = trio.lowlevel.ParkingLot()
         self._refused = 0
         self._peak = 0
         self.closed = False
 
-    def post(self, event: Event) -> bool:
+    def post(self, event: object) -> bool:
         """Queue an event and wake the actor; ``False`` if the inbox is full or closed."""
         if self.closed or len(self._events) >= self.max_events:
             self._refused += 1
@@ -66,7 +66,7 @@ class Inbox:
     def has_located(self) -> bool:
         return bool(self._located)
 
-    def take_events(self) -> list[Event]:
+    def take_events(self) -> list[object]:
         events = list(self._events)
         self._events.clear()
         return events
@@ -86,7 +86,7 @@ class Inbox:
             return
         await self._lot.park()
 
-    def close(self) -> list[Event]:
+    def close(self) -> list[object]:
         """No more events; the ones still queued are returned (to answer their senders)."""
         self.closed = True
         self._located.clear()

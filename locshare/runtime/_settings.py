@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from .._config import Config
-from ..net._validation import MAX_PARTICIPANTS_MAX
+from ..proto._validation import MAX_PARTICIPANTS
 
 OUTBOX_MAX_FRAMES: Final = 64
 CLOSE_GRACE_S: Final = 2.0
@@ -37,7 +37,7 @@ class RuntimeSettings:
     max_sessions_in_memory: int
     shutdown_grace_s: float
     # Not settings: fixed by design (docs/design.md says why).
-    block_size: int = MAX_PARTICIPANTS_MAX
+    block_size: int = MAX_PARTICIPANTS
     outbox_max_frames: int = OUTBOX_MAX_FRAMES
     close_grace_s: float = CLOSE_GRACE_S
     inbox_max_events: int = INBOX_MAX_EVENTS

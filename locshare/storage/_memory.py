@@ -21,8 +21,8 @@ from collections.abc import Mapping
 
 import trio
 
-from .._model import JoinOutcome, JoinStatus, ParticipantRecord, SessionRecord
 from ..errors import StorageUnavailable
+from ._model import JoinOutcome, JoinStatus, ParticipantRecord, SessionRecord
 
 
 class InMemoryStorage:

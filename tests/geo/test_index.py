@@ -191,11 +191,20 @@ def test_tick_covers_many_sessions_in_one_call() -> None:
     assert index.statistics().fresh_locations == 0
 
 
-def test_geo_core_imports_without_trio() -> None:
+def test_sans_io_cores_import_without_trio() -> None:
+    """Every module of locshare.geo and locshare.proto imports with trio, quart,
+    hypercorn and the database drivers made unimportable."""
     code = (
-        "import sys\n"
+        "import importlib, pkgutil, sys\n"
         "for name in ('trio', 'quart', 'quart_trio', 'hypercorn', 'asyncpg', 'trio_asyncio'):\n"
         "    sys.modules[name] = None\n"
-        "import locshare.geo, locshare.net._protocol, locshare.net._validation, locshare._outbox, locshare._ratelimit\n"
+        "import locshare.geo, locshare.proto\n"
+        "for package in (locshare.geo, locshare.proto):\n"
+        "    for info in pkgutil.iter_modules(package.__path__, package.__name__ + '.'):\n"
+        "        importlib.import_module(info.name)\n"
+        "        print(info.name)\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    )
+    assert "locshare.proto._messages" in result.stdout.split()

@@ -23,9 +23,17 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request
 
 from locshare.errors import MessageTooBig
-from locshare.net._frames import FastFrames, Passthrough, unmask
-from locshare.net._transport import OP_PING, OP_PONG, ConnectionClosed, Control, Incoming
 from locshare.net._wsserver import WsprotoTransport
+from locshare.proto._frames import (
+    OP_PING,
+    OP_PONG,
+    Control,
+    FastFrames,
+    Incoming,
+    Passthrough,
+    unmask,
+)
+from locshare.runtime._transport import ConnectionClosed
 from tests.conftest import Running
 from tests.net.rawws import BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT, RawWebSocket, frame
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from locshare.net import _json
+from locshare.proto import _json
 
 
 def test_orjson_still_refuses_out_of_range_numbers_this_way() -> None:

@@ -12,7 +12,7 @@ from wsproto.frame_protocol import FrameProtocol, Opcode
 
 from locshare._clock import parse_rfc3339, rfc3339
 from locshare.errors import InvalidLocation, MalformedMessage, UnknownType
-from locshare.net import _protocol as proto
+from locshare.proto import _messages as proto
 
 
 def msg(kind: str, data: object = None) -> str:

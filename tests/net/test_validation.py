@@ -10,7 +10,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from locshare.errors import InvalidRequest, MalformedJson, UnsupportedMediaType
-from locshare.net import _validation as v
+from locshare.proto import _validation as v
 
 # Whitespace, controls, bidirectional formatting characters, format characters (Cf),
 # blank look-alikes, combining marks (Mn, Mc, Me), emoji pieces, astral characters.

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from locshare.errors import ProtocolError
-from locshare.net import _protocol as proto
+from locshare.proto import _messages as proto
 from tests.test_runtime import running_hub
 
 

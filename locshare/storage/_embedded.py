@@ -21,8 +21,8 @@ from typing import Any
 import psutil
 import trio
 
-from ._storage import ensure_database
-from .errors import StorageUnavailable
+from ..errors import StorageUnavailable
+from ._postgres import ensure_database
 
 log = logging.getLogger("locshare.embedded")
 

@@ -44,8 +44,8 @@ import asyncpg
 import trio
 import trio_asyncio
 
+from ..errors import StorageError, StorageUnavailable
 from ._model import JoinOutcome, JoinStatus, ParticipantRecord, SessionRecord
-from .errors import StorageError, StorageUnavailable
 
 T = TypeVar("T")
 
@@ -99,7 +99,7 @@ def _participant(row: Mapping[str, Any]) -> ParticipantRecord:
 def migrations() -> list[tuple[int, str, str]]:
     """(version, name, sql) of every packaged migration, in order."""
     found = []
-    for entry in importlib.resources.files("locshare.migrations").iterdir():
+    for entry in importlib.resources.files("locshare.storage.migrations").iterdir():
         match = _MIGRATION_RE.match(entry.name)
         if match:
             found.append((int(match.group(1)), match.group(2), entry.read_text(encoding="utf-8")))

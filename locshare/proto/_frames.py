@@ -7,11 +7,11 @@ into events in about 13 us on this machine; :class:`FastFrames` does it in about
 
 Rules:
     1. :class:`FastFrames` splits the incoming bytes at frame boundaries.  A frame is
-       decoded here (into the transport's :class:`Incoming`) only if it is a complete data frame (text or binary) with FIN set,
+       decoded here (into an :class:`Incoming`) only if it is a complete data frame (text or binary) with FIN set,
        no RSV bit, masked (every client frame must be), at most ``max_message_bytes``
        long, and valid UTF-8 if it is text; and no fragmented message is in progress.
     2. A complete ping or pong frame (FIN, no RSV bit, masked, at most 125 bytes) is
-       decoded too, into the transport's :class:`Control`, so that the reader can
+       decoded too, into a :class:`Control`, so that the reader can
        charge it against the sender's message budget before anything answers it (a
        ping costs a pong write: unanswered and uncounted, one connection's pings could
        keep the core busy).
@@ -32,10 +32,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from ._transport import OP_PING, OP_PONG, Control, Incoming
-
 _OP_TEXT: Final = 0x1
 _OP_BINARY: Final = 0x2
+OP_PING: Final = 0x9
+OP_PONG: Final = 0xA
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One complete data message from the peer."""
+
+    data: str | bytes
+    is_text: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """A ping or pong from the peer (``opcode`` is :data:`OP_PING` or :data:`OP_PONG`)."""
+
+    opcode: int
+    payload: bytes
 
 
 @dataclass(frozen=True, slots=True)

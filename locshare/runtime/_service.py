@@ -21,13 +21,10 @@ from typing import Any
 
 import trio
 
-from ._auth import Claims, TokenAuthority
-from ._clock import WallClock, rfc3339
-from ._model import JoinStatus, ParticipantRecord, SessionRecord, Storage
-from ._names import readable_name
-from ._ratelimit import KeyedLimiter
-from ._version import __version__
-from .errors import (
+from .._auth import Claims, TokenAuthority
+from .._clock import WallClock, rfc3339
+from .._version import __version__
+from ..errors import (
     Forbidden,
     NotFound,
     RateLimited,
@@ -37,9 +34,12 @@ from .errors import (
     Unauthorized,
     Unavailable,
 )
-from .net import _protocol as proto
-from .net._validation import CreateSessionRequest, JoinRequest, default_color
-from .runtime import Hub
+from ..proto import _messages as proto
+from ..proto._ratelimit import KeyedLimiter
+from ..proto._validation import CreateSessionRequest, JoinRequest, default_color
+from ..storage._model import JoinStatus, ParticipantRecord, SessionRecord, Storage
+from ._hub import Hub
+from ._names import readable_name
 
 
 @dataclass(frozen=True, slots=True)

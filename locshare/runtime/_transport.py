@@ -1,7 +1,7 @@
 """The seam between the session runtime and a WebSocket implementation.
 
-One transport implements :class:`Transport`: wsproto on a trio stream
-(``_wsserver.py``), for both the dedicated WebSocket port and ``/ws`` on the REST port
+The runtime defines the seam and the network edge implements it: one transport,
+wsproto on a trio stream (``locshare/net/_wsserver.py``), for both the dedicated WebSocket port and ``/ws`` on the REST port
 (whose front door, ``_front.py``, hands WebSocket upgrades to the same code).  The
 session runtime only ever talks to this interface, so the protocol logic exists once.
 
@@ -25,11 +25,10 @@ Contract:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Protocol
 
-from ..errors import ApiError
-from ._protocol import CLOSE_SESSION_ENDED, CLOSE_TRY_AGAIN, CLOSE_UNAUTHORIZED, OutFrame, encode
+from ..proto._frames import Control, Incoming
+from ..proto._messages import OutFrame
 
 
 class ConnectionClosed(Exception):
@@ -39,24 +38,6 @@ class ConnectionClosed(Exception):
         super().__init__(code, reason)
         self.code = code
         self.reason = reason
-
-
-@dataclass(frozen=True, slots=True)
-class Incoming:
-    data: str | bytes
-    is_text: bool
-
-
-OP_PING: Final = 0x9
-OP_PONG: Final = 0xA
-
-
-@dataclass(frozen=True, slots=True)
-class Control:
-    """A ping or pong from the peer (``opcode`` is :data:`OP_PING` or :data:`OP_PONG`)."""
-
-    opcode: int
-    payload: bytes
 
 
 class Transport(Protocol):
@@ -75,22 +56,3 @@ class Transport(Protocol):
     async def close(self, code: int, reason: str = "") -> None: ...
 
     async def aclose(self) -> None: ...
-
-
-async def refuse_after_upgrade(transport: Transport, exc: ApiError | None) -> None:
-    """The upgrade already happened when admission failed (state changed meanwhile, or
-    the database went away): say why with a frame and a close code instead of HTTP."""
-    try:
-        if exc is None:
-            await transport.close(CLOSE_TRY_AGAIN, "try again later")
-        elif exc.code == "session_ended":
-            reason = exc.message.removeprefix("session ")
-            await transport.send([encode("session_ended", {"reason": reason})])
-            await transport.close(CLOSE_SESSION_ENDED, "session ended")
-        elif exc.code == "unauthorized":
-            await transport.close(CLOSE_UNAUTHORIZED, exc.message[:100])
-        else:
-            await transport.send([encode("error", {"code": exc.code, "message": exc.message})])
-            await transport.close(CLOSE_TRY_AGAIN, "try again later")
-    except ConnectionClosed:
-        pass

@@ -49,8 +49,10 @@ EXPIRES_IN_MINUTES_MIN: Final = 60
 EXPIRES_IN_MINUTES_MAX: Final = 1440
 EXPIRES_IN_MINUTES_DEFAULT: Final = 360
 MAX_PARTICIPANTS_MIN: Final = 2
-MAX_PARTICIPANTS_MAX: Final = 50
-MAX_PARTICIPANTS_DEFAULT: Final = 50
+# The one cap on a session's size: REST validation, the OpenAPI document and the geo
+# index's block size (one slot per participant) all use it.
+MAX_PARTICIPANTS: Final = 50
+MAX_PARTICIPANTS_DEFAULT: Final = MAX_PARTICIPANTS
 COLOR_PATTERN: Final = "^#[0-9A-Fa-f]{6}$"
 _COLOR_RE = re.compile(r"#[0-9A-Fa-f]{6}")  # used with fullmatch: "$" would allow "\n"
 
@@ -269,7 +271,7 @@ def create_session_request(body: dict[str, Any]) -> CreateSessionRequest:
             body,
             "max_participants",
             MAX_PARTICIPANTS_MIN,
-            MAX_PARTICIPANTS_MAX,
+            MAX_PARTICIPANTS,
             MAX_PARTICIPANTS_DEFAULT,
         ),
     )
