@@ -69,6 +69,7 @@ class HubStats:
     slow_disconnects: int = 0
     session_crashes: int = 0
     connections_opened: int = 0
+    embedded_db_restarts: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     flush_seconds: Histogram = field(default_factory=Histogram)
     fanout_seconds: Histogram = field(default_factory=Histogram)
