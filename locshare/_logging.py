@@ -90,4 +90,6 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     # Hypercorn logs every request line through this logger only if accesslog is set;
     # we never set it, because URLs can carry WebSocket tokens.
     logging.getLogger("hypercorn.access").disabled = True
-    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    # pgserver's error records paste the whole PostgreSQL log; locshare reports those
+    # failures itself, with the log's FATAL line and its path (locshare._embedded).
+    logging.getLogger("pgserver").setLevel(logging.CRITICAL)

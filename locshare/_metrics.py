@@ -68,6 +68,10 @@ COUNTERS: dict[str, tuple[str, str]] = {
         "connections_opened",
         "WebSocket connections attached to a session.",
     ),
+    "locshare_embedded_db_restarts": (
+        "embedded_db_restarts",
+        "Restarts of the embedded PostgreSQL after its postmaster died.",
+    ),
 }
 
 

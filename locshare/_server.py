@@ -39,7 +39,7 @@ from .net._http import create_app
 from .net._wsserver import open_listeners, serve_websockets
 from .runtime import RuntimeSettings, open_hub
 from .runtime._service import PublicUrls, Service
-from .storage._embedded import start_embedded
+from .storage._embedded import EmbeddedSupervisor, start_embedded
 from .storage._postgres import PostgresStorage
 
 log = logging.getLogger("locshare.server")
@@ -95,6 +95,7 @@ async def run_server(
     shutdown = trio.Event() if shutdown is None else shutdown
     clock = clock or WallClock()
     embedded: Any = None
+    supervisor: EmbeddedSupervisor | None = None
     database_url = config.database_url
     if not database_url:
         database_url, embedded = await start_embedded(config.data_dir)
@@ -119,6 +120,11 @@ async def run_server(
                 sessions_per_address_per_min=config.sessions_per_address_per_min,
                 joins_per_session_per_min=config.joins_per_session_per_min,
             )
+            if embedded is not None:
+                supervisor = EmbeddedSupervisor(
+                    embedded, storage, on_lost=shutdown.set, on_restart=hub.stats.count_db_restart
+                )
+                service.embedded_database = lambda: supervisor.state
             metrics = Metrics(hub) if config.metrics else None
             if metrics is not None:
                 service.observe_request = metrics.observe_request
@@ -158,6 +164,9 @@ async def run_server(
                 signal_scope = trio.CancelScope()
                 if handle_signals:
                     nursery.start_soon(_in_scope, signal_scope, partial(_watch_signals, shutdown))
+                supervisor_scope = trio.CancelScope()
+                if supervisor is not None:
+                    nursery.start_soon(_in_scope, supervisor_scope, supervisor.run)
                 async with trio.open_nursery() as ws_nursery:
                     ws_port = await ws_nursery.start(
                         partial(
@@ -199,8 +208,11 @@ async def run_server(
                 # hypercorn stopped accepting on the same trigger; now 1001 to every
                 # socket, activity persisted, and in-flight requests get the grace period.
                 signal_scope.cancel()
+                supervisor_scope.cancel()
                 nursery.cancel_scope.deadline = trio.current_time() + config.shutdown_grace_s + 1.0
                 await hub.shutdown(config.shutdown_grace_s)
+    if supervisor is not None:
+        supervisor.raise_if_lost()  # after the graceful shutdown: exit status 1
     log.info("locshare stopped")
     del embedded  # the embedded PostgreSQL stops when the process exits
 

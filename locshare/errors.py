@@ -6,6 +6,8 @@
     ├── ConfigError                     bad setting at start-up (message names the setting)
     ├── StorageError                    the database refused something unexpectedly
     │   └── StorageUnavailable          database unreachable      -> 503 unavailable
+    │       └── EmbeddedDatabaseLost    the embedded PostgreSQL died and could not be
+    │                                   restarted: the server shuts down, exit status 1
     ├── ApiError                        carries ``code`` and ``http_status``
     │   ├── MalformedJson               400 malformed_json
     │   ├── InvalidRequest              422 invalid_request (names the field)
@@ -42,6 +44,7 @@ from typing import Final
 __all__ = [
     "ApiError",
     "ConfigError",
+    "EmbeddedDatabaseLost",
     "Forbidden",
     "InvalidLocation",
     "InvalidRequest",
@@ -79,6 +82,12 @@ class StorageError(LocshareError):
 
 class StorageUnavailable(StorageError):
     """The database cannot be reached (down, restarting, pool exhausted)."""
+
+
+class EmbeddedDatabaseLost(StorageUnavailable):
+    """The embedded PostgreSQL died and the supervisor could not bring it back within
+    its budget (see ``locshare._restart``).  Raised by ``run_server`` after its graceful
+    shutdown, so that the process exits non-zero and its service manager restarts it."""
 
 
 class ApiError(LocshareError):

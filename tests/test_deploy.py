@@ -43,6 +43,7 @@ COUNTERS = (
     "locshare_slow_disconnects_total",
     "locshare_session_crashes_total",
     "locshare_connections_opened_total",
+    "locshare_embedded_db_restarts_total",
     "locshare_errors_total",  # {code}
 )
 HISTOGRAMS = (

@@ -25,6 +25,7 @@ EXPECTED = {
     "locshare_slow_disconnects_total",
     "locshare_session_crashes_total",
     "locshare_connections_opened_total",
+    "locshare_embedded_db_restarts_total",
     "locshare_errors_total",
     "locshare_flush_duration_seconds_bucket",
     "locshare_fanout_latency_seconds_bucket",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import signal
 import socket
@@ -208,6 +209,75 @@ async def test_sigkill_then_restart_recovers(data_dir: Path) -> None:
             second.proc.send_signal(signal.SIGTERM)
             assert await second.proc.wait() == 0
             nursery.cancel_scope.cancel()
+
+
+# --- the embedded PostgreSQL dies -------------------------------------------------------
+# (It is restarted: tests/security/test_embedded_db_killed.py.)
+def embedded_env(data_dir: Path) -> dict[str, str]:
+    return {
+        "LOCSHARE_DATA_DIR": str(data_dir / "data"),
+        "LOCSHARE_PORT": "0",
+        "LOCSHARE_WS_PORT": "0",
+        "LOCSHARE_JWT_SECRET": JWT_SECRET,
+    }
+
+
+async def stop_process(process: trio.Process) -> None:
+    """Kill the server if a failed test left it running."""
+    if process.returncode is None:
+        process.kill()
+        await process.wait()
+
+
+def postmaster_pid(pgdata: Path) -> int:
+    return int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+
+
+async def test_embedded_postgres_that_cannot_restart_makes_the_process_exit_1(
+    data_dir: Path,
+) -> None:
+    """If PostgreSQL cannot be brought back, locshare must not linger answering 503: it
+    shuts down gracefully (sockets get 1001) and exits non-zero, so that its service
+    manager restarts it.  The restart is made to fail the way an operator's chmod
+    would: PostgreSQL refuses a data directory that others may write."""
+    pgdata = data_dir / "data" / "pg"
+    server = Server(embedded_env(data_dir))
+    with trio.fail_after(90):
+        async with trio.open_nursery() as nursery:
+            await server.start(nursery)
+            try:
+                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
+                    created = (await http.post("/api/sessions", json={"name": "Doomed"})).json()
+                    ann = (
+                        await http.post(
+                            f"/api/sessions/{created['session_id']}/join",
+                            json={"display_name": "Ann"},
+                        )
+                    ).json()
+                client = Client(server.ws_port, ann)
+                async with trio.open_nursery() as sockets:
+                    await client.open(sockets)
+                    pgdata.chmod(0o777)
+                    os.kill(postmaster_pid(pgdata), signal.SIGKILL)
+                    killed = trio.current_time()
+                    assert await client.close_code() == 1001
+                    sockets.cancel_scope.cancel()
+                await client.aclose()
+                assert await server.proc.wait() == 1
+                print(f"exit status 1 {trio.current_time() - killed:.1f} s after the kill")  # -s
+            finally:
+                pgdata.chmod(0o700)
+                with trio.CancelScope(shield=True):
+                    await stop_process(server.proc)
+            nursery.cancel_scope.cancel()
+    errors = [entry["msg"] for entry in server.log if entry["level"] == "error"]
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(
+        "locshare cannot run: the embedded PostgreSQL died and could not be restarted"
+    )
+    assert "has invalid permissions" in errors[0]  # PostgreSQL's reason, from its log
+    failed = [e for e in server.log if e["msg"] == "restarting the embedded PostgreSQL failed"]
+    assert [e["attempt"] for e in failed] == [1, 2, 3]
 
 
 # --- the database goes away and comes back ----------------------------------------------

@@ -239,6 +239,10 @@ def openapi_document(version: str) -> dict[str, Any]:
                 "version": {"type": "string"},
                 "uptime_s": {"type": "number"},
                 "database": {"enum": ["ok", "unavailable"]},
+                "embedded_database": {
+                    "enum": ["running", "restarting", "lost"],
+                    "description": "Only with the embedded PostgreSQL: its supervisor's state.",
+                },
                 "active_sessions": {"type": "integer"},
                 "connections": {"type": "integer"},
             },

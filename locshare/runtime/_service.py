@@ -78,6 +78,8 @@ class Service:
         self.started_monotonic = time.monotonic()
         # Set by the metrics module: (method, route, status, seconds) per request.
         self.observe_request: Callable[[str, str, int, float], None] | None = None
+        # The embedded PostgreSQL's supervisor state, shown by /health (None: external).
+        self.embedded_database: Callable[[], str] | None = None
 
     # --- helpers ------------------------------------------------------------------------
     def _authenticate(self, authorization: str | None) -> Claims:
@@ -229,7 +231,7 @@ class Service:
             database = "ok"
         except Unavailable:
             database = "unavailable"
-        return {
+        health = {
             "status": "ok" if database == "ok" else "degraded",
             "version": __version__,
             "uptime_s": round(time.monotonic() - self.started_monotonic, 1),
@@ -237,6 +239,9 @@ class Service:
             "active_sessions": len(self.hub.sessions),
             "connections": self.hub.connection_count(),
         }
+        if self.embedded_database is not None:
+            health["embedded_database"] = self.embedded_database()
+        return health
 
 
 def session_view(record: SessionRecord, now: float) -> dict[str, Any]:

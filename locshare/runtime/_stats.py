@@ -72,9 +72,13 @@ class HubStats:
     message_errors: int = 0
     flood_disconnects: int = 0
     connections_opened: int = 0
+    embedded_db_restarts: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     flush_seconds: Histogram = field(default_factory=Histogram)
     fanout_seconds: Histogram = field(default_factory=Histogram)
+
+    def count_db_restart(self) -> None:
+        self.embedded_db_restarts += 1
 
     def count_error(self, code: str) -> None:
         self.errors[code] += 1

@@ -60,6 +60,9 @@ _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
     asyncpg.exceptions.CannotConnectNowError,
+    # A pooled connection whose server died while it was reading an error (state
+    # ERROR_CONSUME) refuses every later operation this way: a dead connection too.
+    asyncpg.InternalClientError,
 )
 _CONNECT_ERRORS: tuple[type[BaseException], ...] = (trio.TooSlowError, *_UNAVAILABLE_ERRORS)
 
@@ -667,6 +670,71 @@ class PostgresStorage:
             except BaseException:
                 con.terminate()
                 raise
+
+    # --- the embedded server's WAL ------------------------------------------------------
+    async def rotate_wal(self, *, unless_changes: int | None = None) -> int:
+        """Close the current WAL segment and checkpoint, so that every earlier segment
+        (and what deleted rows left in it) is removed now, given ``wal_recycle = off``
+        (see ``locshare._embedded``); return this database's count of row changes.
+
+        Nothing is done when the count is still ``unless_changes``: no row was written
+        since the last rotation, so an idle server writes no new segment.  Needs a
+        superuser (``CHECKPOINT``): only for the embedded server.
+        """
+
+        async def changes(con: asyncpg.Connection) -> int:
+            return int(
+                await con.fetchval(
+                    "SELECT tup_inserted + tup_updated + tup_deleted FROM pg_stat_database"
+                    " WHERE datname = current_database()"
+                )
+                or 0
+            )
+
+        async def job(con: asyncpg.Connection) -> int:
+            count = await changes(con)
+            if count != unless_changes:
+                await con.execute("SELECT pg_switch_wal()")
+                await con.execute("CHECKPOINT")
+            return count
+
+        return await self._run(job)
+
+
+async def configure_server(
+    url: str, settings: Mapping[str, str], *, timeout_s: float = 10.0
+) -> None:
+    """``ALTER SYSTEM SET`` each of ``settings`` and reload the configuration (embedded
+    start-up; needs a superuser).  Every setting must take effect on reload: one that
+    needs a restart raises :class:`StorageError` instead of silently waiting for one."""
+
+    async def job() -> None:
+        con = await asyncpg.connect(url, timeout=timeout_s)
+        try:
+            contexts = dict(
+                await con.fetch(
+                    "SELECT name, context FROM pg_settings WHERE name = any($1::text[])",
+                    list(settings),
+                )
+            )
+            for name, value in settings.items():
+                if contexts.get(name) not in ("sighup", "superuser", "user"):
+                    raise StorageError(f"{name} cannot be changed by a reload")
+                literal = value.replace("'", "''")
+                await con.execute(f"ALTER SYSTEM SET {name} = '{literal}'")
+            await con.execute("SELECT pg_reload_conf()")
+        finally:
+            await con.close()
+
+    async with trio_asyncio.open_loop() as loop:
+        try:
+            await trio_asyncio.aio_as_trio(job, loop=loop)()
+        except _UNAVAILABLE_ERRORS as exc:
+            raise StorageUnavailable(
+                f"cannot reach the database server ({type(exc).__name__})"
+            ) from exc
+        except asyncpg.PostgresError as exc:
+            raise StorageError(f"database error {exc.sqlstate}: {type(exc).__name__}") from exc
 
 
 async def _admin(
