@@ -108,6 +108,26 @@ class Config:
         secret=True,
         group="storage",
     )
+    # --- cluster -------------------------------------------------------------------
+    redis_url: str = _setting(
+        "",
+        "redis://, rediss:// or unix:// URL (user/password/ACL in the URL) of the Redis or"
+        " Valkey that links the nodes of a cluster; empty: one process (no Redis).",
+        secret=True,
+        group="cluster",
+    )
+    redis_allow_persistence: bool = _setting(
+        False,
+        "Start even if Redis persists to disk (RDB save or AOF): positions would reach its"
+        " files. Off: such a Redis is refused.",
+        group="cluster",
+    )
+    node_id: str = _setting(
+        "",
+        "This node's name on the session bus (ids only; default: host name, process id and"
+        " a random suffix).",
+        group="cluster",
+    )
     # --- sessions ------------------------------------------------------------------
     location_ttl_s: float = _setting(
         30.0,
@@ -313,6 +333,12 @@ class Config:
             raise ConfigError(f"{setting_label('jwt_secret')} must be at least 32 characters long")
         if self.tile_url and not all(p in self.tile_url for p in ("{z}", "{x}", "{y}")):
             raise ConfigError(f"{setting_label('tile_url')} must contain {{z}}, {{x}} and {{y}}")
+        if self.redis_url and not self.jwt_secret:
+            raise ConfigError(
+                f"cluster mode ({setting_label('redis_url')}) needs {setting_label('jwt_secret')}:"
+                " the same secret on every node, so that a token issued by one node is accepted"
+                " by all (a secret generated per node would not be)"
+            )
         if self.port and self.port == self.ws_port:
             raise ConfigError(f"{setting_label('port')} and {setting_label('ws_port')} must differ")
 
@@ -364,7 +390,7 @@ def setting_label(field_name: str) -> str:
 
 
 def _shown(name: str, value: str) -> str:
-    return "***" if name == "database_url" else value
+    return "***" if name in ("database_url", "redis_url") else value
 
 
 def _is_http_url(value: str) -> bool:
@@ -381,10 +407,18 @@ def _is_pg_url(value: str) -> bool:
     return urlsplit(value).scheme in ("postgresql", "postgres")
 
 
+def _is_redis_url(value: str) -> bool:
+    parts = urlsplit(value)
+    if parts.scheme == "unix":
+        return bool(parts.path)
+    return parts.scheme in ("redis", "rediss") and bool(parts.hostname)
+
+
 _URL_CHECKS: dict[str, Callable[[str], bool]] = {
     "public_url": _is_http_url,
     "public_ws_url": _is_ws_url,
     "database_url": _is_pg_url,
+    "redis_url": _is_redis_url,
 }
 
 

@@ -28,6 +28,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from .runtime._bus import BusStatistics
 from .runtime._stats import DURATION_BUCKETS_S, Histogram
 
 if TYPE_CHECKING:
@@ -115,6 +116,7 @@ class _HubCollector(Collector):
             "From a flush to its frame being written to a client socket.",
             stats.fanout_seconds,
         )
+        yield from _bus_metrics(hub.bus.statistics())
         requests = HistogramMetricFamily(
             "locshare_http_request_duration_seconds",
             "REST request duration.",
@@ -123,6 +125,40 @@ class _HubCollector(Collector):
         for (method, route, status), histogram in sorted(self._http.items()):
             requests.add_metric([method, route, status], histogram.cumulative(), histogram.total)
         yield requests
+
+
+BUS_COUNTERS: dict[str, tuple[str, str]] = {
+    "locshare_bus_messages_sent": ("messages_out", "Messages this node sent on the session bus."),
+    "locshare_bus_messages_received": ("messages_in", "Bus messages this node received."),
+    "locshare_bus_bytes_sent": ("bytes_out", "Bytes of bus messages sent."),
+    "locshare_bus_bytes_received": ("bytes_in", "Bytes of bus messages received."),
+    "locshare_bus_events_dropped": (
+        "events_dropped",
+        "Events not sent on the bus (positions while Redis was away; a full queue).",
+    ),
+    "locshare_bus_reconnects": ("reconnects", "Times the bus reconnected to Redis."),
+    "locshare_bus_errors": ("errors", "Bus errors (lost connections, unreadable messages)."),
+}
+
+
+def _bus_metrics(bus: BusStatistics) -> Iterator[Metric]:
+    """Cluster mode's session bus (in one process: only ``locshare_bus_up``, 1)."""
+    yield GaugeMetricFamily(
+        "locshare_bus_up",
+        "1 while the session bus works (always in one process), 0 while Redis is away.",
+        value=1 if bus.state in ("local", "up") else 0,
+    )
+    if bus.kind == "local":
+        return
+    yield GaugeMetricFamily("locshare_bus_nodes", "Other live nodes heard.", value=bus.nodes)
+    for name, (attribute, text) in BUS_COUNTERS.items():
+        yield CounterMetricFamily(name, text, value=getattr(bus, attribute))
+    if bus.publish_seconds is not None:
+        yield _histogram(
+            "locshare_bus_publish_seconds",
+            "Time to send one bus tick's messages (one pipeline).",
+            bus.publish_seconds,
+        )
 
 
 def _histogram(name: str, text: str, histogram: Histogram) -> HistogramMetricFamily:

@@ -34,6 +34,7 @@ from ._auth import TokenAuthority, load_or_create_secret
 from ._clock import WallClock
 from ._config import Config
 from ._metrics import Metrics
+from .cluster import open_bus
 from .net._front import NoWebSockets, serve_http
 from .net._http import create_app
 from .net._wsserver import open_listeners, serve_websockets
@@ -109,7 +110,12 @@ async def run_server(
         applied = await storage.migrate()
         if applied:
             log.info("database migrations applied", extra={"versions": applied})
-        async with open_hub(settings=settings, tokens=tokens, storage=storage, clock=clock) as hub:
+        async with (
+            open_bus(config, clock) as bus,
+            open_hub(
+                settings=settings, tokens=tokens, storage=storage, clock=clock, bus=bus
+            ) as hub,
+        ):
             urls = PublicUrls(config.public_base_url(), config.public_websocket_url())
             service = Service(
                 storage=storage,

@@ -8,6 +8,7 @@
     │   └── StorageUnavailable          database unreachable      -> 503 unavailable
     │       └── EmbeddedDatabaseLost    the embedded PostgreSQL died and could not be
     │                                   restarted: the server shuts down, exit status 1
+    ├── BusUnavailable                  Redis unreachable at start-up (cluster mode)
     ├── ApiError                        carries ``code`` and ``http_status``
     │   ├── MalformedJson               400 malformed_json
     │   ├── InvalidRequest              422 invalid_request (names the field)
@@ -43,6 +44,7 @@ from typing import Final
 
 __all__ = [
     "ApiError",
+    "BusUnavailable",
     "ConfigError",
     "EmbeddedDatabaseLost",
     "Forbidden",
@@ -78,6 +80,10 @@ class ConfigError(LocshareError):
 
 class StorageError(LocshareError):
     """The database answered with something the storage adapter did not expect."""
+
+
+class BusUnavailable(LocshareError):
+    """Cluster mode: Redis could not be reached at start-up."""
 
 
 class StorageUnavailable(StorageError):

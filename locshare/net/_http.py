@@ -217,10 +217,13 @@ def create_app(
 
     @app.get("/health/ready")
     async def ready() -> Response:
+        # The database decides readiness.  A cluster node whose Redis is away stays
+        # ready: it serves its own sockets (docs/design.md, "Cluster mode").
         await service.ready()
-        return json_response({"status": "ready"})
+        return json_response({"status": "ready", "bus": service.bus_state()})
 
     @app.get("/health")
+    @app.get("/health/detailed")
     async def health() -> Response:
         return json_response(await service.health())
 

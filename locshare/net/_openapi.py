@@ -233,6 +233,7 @@ def openapi_document(version: str) -> dict[str, Any]:
                 "database",
                 "active_sessions",
                 "connections",
+                "bus",
             ],
             "properties": {
                 "status": {"enum": ["ok", "degraded"]},
@@ -245,12 +246,23 @@ def openapi_document(version: str) -> dict[str, Any]:
                 },
                 "active_sessions": {"type": "integer"},
                 "connections": {"type": "integer"},
+                "bus": {
+                    "type": "object",
+                    "required": ["kind", "state", "persistence", "node_id", "other_nodes"],
+                    "properties": {
+                        "kind": {"enum": ["local", "redis"]},
+                        "state": {"enum": ["local", "connecting", "up", "down"]},
+                        "persistence": {"type": "string"},
+                        "node_id": {"type": "string"},
+                        "other_nodes": {"type": "integer"},
+                    },
+                },
             },
         },
         "Status": {
             "type": "object",
             "required": ["status"],
-            "properties": {"status": {"type": "string"}},
+            "properties": {"status": {"type": "string"}, "bus": {"type": "string"}},
         },
     }
     responses = {f"E{status}": _json(_ref("Error"), text) for status, text in _STATUS_TEXT.items()}
@@ -364,6 +376,13 @@ def openapi_document(version: str) -> dict[str, Any]:
                 "responses": {"200": _json(_ref("Health"), "Health"), **_errors(500)},
             }
         },
+        "/health/detailed": {
+            "get": {
+                "operationId": "healthDetailed",
+                "summary": "The same as /health: database, session bus, live sessions",
+                "responses": {"200": _json(_ref("Health"), "Health"), **_errors(500)},
+            }
+        },
         "/health/live": {
             "get": {
                 "operationId": "live",
@@ -374,7 +393,7 @@ def openapi_document(version: str) -> dict[str, Any]:
         "/health/ready": {
             "get": {
                 "operationId": "ready",
-                "summary": "Readiness: 200 when the database answers",
+                "summary": "Readiness: 200 when the database answers (the session bus state is reported, not required)",
                 "responses": {"200": _json(_ref("Status"), "Ready"), **_errors(500, 503)},
             }
         },

@@ -53,6 +53,7 @@ from ..storage._model import ParticipantRecord, SessionRecord
 from ._bus import SessionBus
 from ._connection import Attach, Connection, Detached, Viewport
 from ._events import (
+    BusReconnected,
     Ended,
     Evicted,
     HintDue,
@@ -60,8 +61,11 @@ from ._events import (
     Left,
     Located,
     LocatedBatch,
+    NodeGone,
     Presence,
     Shutdown,
+    StateReply,
+    StateRequest,
 )
 from ._fanout import LocalFanout
 from ._inbox import Inbox
@@ -71,6 +75,10 @@ if TYPE_CHECKING:
     from ._stats import HubStats
 
 log = logging.getLogger("locshare.session")
+
+# A node that starts hosting a session other nodes host already waits this long at most
+# for one of them to send the session's state before admitting its first socket.
+STATE_WAIT_S = 0.5
 
 
 class SessionHost(Protocol):
@@ -146,6 +154,8 @@ class SessionActor:
         record: SessionRecord,
         participants: list[ParticipantRecord],
         inbox: Inbox,
+        *,
+        hosted_elsewhere: bool = False,
     ) -> None:
         self.host = host
         self.settings = host.settings
@@ -171,6 +181,11 @@ class SessionActor:
         self._flush_at: float | None = None
         self._phase = flush_phase(record.id.int)
         self._nursery: trio.Nursery | None = None
+        # Cluster: attaches wait (deferred) until another node sent the state, or until
+        # STATE_WAIT_S passed (``None``: no wait).
+        self._hosted_elsewhere = hosted_elsewhere
+        self._state_until: float | None = None
+        self._deferred: list[Attach] = []
         self.started = trio.Event()  # set once the loop runs
         self.finished = trio.Event()
         now = trio.current_time()
@@ -216,6 +231,10 @@ class SessionActor:
             try:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
+                    if self._hosted_elsewhere:
+                        self._state_until = trio.current_time() + STATE_WAIT_S
+                        bus = self.host.bus
+                        bus.publish(self.id, StateRequest(bus.node_id))
                     self.started.set()
                     task_status.started()
                     await self._loop()
@@ -237,7 +256,7 @@ class SessionActor:
         finally:
             self._ending = True
             self.started.set()  # never leave a waiter behind, even if start-up failed
-            for event in self.inbox.close():
+            for event in [*self._deferred, *self.inbox.close()]:
                 if isinstance(event, Attach):
                     event.reply.answer(None)
                 elif isinstance(event, Detached):
@@ -261,6 +280,8 @@ class SessionActor:
             if self._done():
                 return
             now = trio.current_time()
+            if self._state_until is not None and now >= self._state_until:
+                self._state_received()  # nobody answered in time: go on without
             if self._flush_at is not None and now >= self._flush_at:
                 self._flush()
             self._check_deadlines(now)
@@ -287,6 +308,8 @@ class SessionActor:
             wake = min(wake, self.idle_since + self.settings.idle_unload_s)
         if self._flush_at is not None:
             wake = min(wake, self._flush_at)
+        if self._state_until is not None:
+            wake = min(wake, self._state_until)
         return wake
 
     def _check_deadlines(self, now: float) -> None:
@@ -306,7 +329,10 @@ class SessionActor:
     # --- applying events ------------------------------------------------------------------
     def _apply(self, event: object) -> None:
         if isinstance(event, Attach):
-            self._attach(event)
+            if self._state_until is not None:
+                self._deferred.append(event)
+            else:
+                self._attach(event)
         elif isinstance(event, Detached):
             self._detached(event.connection)
         elif isinstance(event, LocatedBatch):
@@ -328,7 +354,25 @@ class SessionActor:
         elif isinstance(event, Ended):
             self._end(event.reason)
         elif isinstance(event, Presence):
+            if (
+                event.online
+                and event.origin != self.host.bus.node_id
+                and self.fanout.is_online(event.user_id)
+            ):
+                # The member connected again on another node: this socket is the stale one.
+                self.fanout.close_member(
+                    event.user_id, proto.CLOSE_REPLACED, "replaced by a newer connection"
+                )
             self._remote_presence(event)
+        elif isinstance(event, StateRequest):
+            self._send_state(event.origin)
+        elif isinstance(event, StateReply):
+            if event.to == self.host.bus.node_id:
+                self._receive_state(event)
+        elif isinstance(event, NodeGone):
+            self._node_gone(event.node)
+        elif isinstance(event, BusReconnected):
+            self._resync()
         elif isinstance(event, Shutdown):
             self._flush()
             self.fanout.close_all(proto.CLOSE_GOING_AWAY, "server shutting down")
@@ -465,6 +509,71 @@ class SessionActor:
             self.fanout.deliver(
                 proto.encode("presence", {"user_id": member.id_str, "online": after})
             )
+
+    # --- other nodes ----------------------------------------------------------------------
+    def _send_state(self, requester: str) -> None:
+        """Another node starts hosting this session: send it what this node knows."""
+        bus = self.host.bus
+        if requester == bus.node_id:
+            return
+        self._flush()  # what waits in the inbox goes into the index (and to the others)
+        now = trio.current_time()
+        wall = self.clock.now()
+        located = []
+        for member in self.members.values():
+            location = self.index.get(self.block, member.slot, now)
+            if location is None:
+                continue
+            located.append(
+                Located(
+                    user_id=member.id,
+                    lat=location.lat,
+                    lng=location.lng,
+                    accuracy=location.accuracy,
+                    heading=location.heading,
+                    speed=location.speed,
+                    client_ts=location.client_ts,
+                    received_at=location.received_at,
+                    received_wall=wall - (now - location.received_at),
+                )
+            )
+        online = [(m, bus.node_id) for m in self.members if self.fanout.is_online(m)]
+        online += [(m, node) for m, nodes in self.remote_online.items() for node in nodes]
+        bus.publish(self.id, StateReply(bus.node_id, requester, tuple(located), tuple(online)))
+
+    def _receive_state(self, event: StateReply) -> None:
+        fresh = [
+            e
+            for e in event.located
+            if (member := self.members.get(e.user_id)) is not None
+            and (member.location_at is None or member.location_at < e.received_wall)
+        ]
+        self._apply_located(fresh)
+        if self.pending and self._flush_at is None:
+            self._flush_at = next_flush_at(trio.current_time(), self.host.window_s, self._phase)
+        for user_id, node in event.online:
+            if node != self.host.bus.node_id:
+                self._remote_presence(Presence(node, user_id, True))
+        self._state_received()
+
+    def _state_received(self) -> None:
+        """Admit the sockets that waited for the session's state."""
+        self._state_until = None
+        deferred, self._deferred = self._deferred, []
+        for attach in deferred:
+            self._attach(attach)
+
+    def _node_gone(self, node: str) -> None:
+        for user_id in [u for u, nodes in self.remote_online.items() if node in nodes]:
+            self._remote_presence(Presence(node, user_id, False))
+
+    def _resync(self) -> None:
+        """The bus was cut off: tell the others who is online here, and ask for state."""
+        bus = self.host.bus
+        for user_id in self.members:
+            if self.fanout.is_online(user_id):
+                bus.publish(self.id, Presence(bus.node_id, user_id, True))
+        bus.publish(self.id, StateRequest(bus.node_id))
 
     # --- positions and fan-out ------------------------------------------------------------
     def _apply_located(self, updates: tuple[Located, ...] | list[Located]) -> None:

@@ -17,6 +17,10 @@ Contract (:class:`SessionBus`):
       (``origin``) carry it, so a node can skip what it published itself.
     * ``distributed`` is ``False`` when no other node can exist: an actor then skips
       building what only other nodes would read (its positions per flush).
+    * :meth:`~SessionBus.host` is awaited when a node starts hosting a session; it
+      returns the other nodes that host it (whose state the new actor asks for before
+      admitting its first socket); :meth:`~SessionBus.unhost` when it stops.
+    * :meth:`~SessionBus.statistics` reports the bus's state and counters.
 """
 
 from __future__ import annotations
@@ -24,11 +28,29 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from ._events import SessionEvent
+from ._stats import Histogram
 
-Deliver = Callable[[SessionEvent], object]
+Deliver = Callable[[object], object]
+
+
+@dataclass(frozen=True, slots=True)
+class BusStatistics:
+    kind: str  # "local" or "redis"
+    state: str  # "local", "connecting", "up", "down"
+    persistence: str  # "n/a", "off", "allowed", "unknown"
+    nodes: int  # other live nodes seen
+    messages_out: int = 0
+    messages_in: int = 0
+    bytes_out: int = 0
+    bytes_in: int = 0
+    events_dropped: int = 0
+    reconnects: int = 0
+    errors: int = 0
+    publish_seconds: Histogram | None = None  # per bus tick: one pipeline of messages
 
 
 class SessionBus(Protocol):
@@ -38,6 +60,12 @@ class SessionBus(Protocol):
     def publish(self, session_id: uuid.UUID, event: SessionEvent) -> None: ...
 
     def subscribe(self, session_id: uuid.UUID, deliver: Deliver) -> Callable[[], None]: ...
+
+    async def host(self, session_id: uuid.UUID) -> frozenset[str]: ...
+
+    def unhost(self, session_id: uuid.UUID) -> None: ...
+
+    def statistics(self) -> BusStatistics: ...
 
 
 class LocalBus:
@@ -62,3 +90,12 @@ class LocalBus:
                 del self._subscribers[session_id]
 
         return unsubscribe
+
+    async def host(self, session_id: uuid.UUID) -> frozenset[str]:
+        return frozenset()
+
+    def unhost(self, session_id: uuid.UUID) -> None:
+        pass
+
+    def statistics(self) -> BusStatistics:
+        return BusStatistics(kind="local", state="local", persistence="n/a", nodes=0)

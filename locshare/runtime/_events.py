@@ -87,9 +87,6 @@ class Presence:
     online: bool
 
 
-SessionEvent = LocatedBatch | Joined | Left | Ended | Presence
-
-
 # --- local events (inbox only) ------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Evicted:
@@ -104,3 +101,41 @@ class HintDue:
 @dataclass(frozen=True, slots=True)
 class Shutdown:
     """The server is stopping: close every socket with 1001 (the session goes on)."""
+
+
+# --- cluster events (bus) -------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class StateRequest:
+    """Node ``origin`` starts hosting the session: who knows its state, send it."""
+
+    origin: str
+
+
+@dataclass(frozen=True, slots=True)
+class StateReply:
+    """What node ``origin`` knows of the session, for node ``to``: the fresh positions
+    (with the wall time each was received) and who is online where (``(member, node)``
+    pairs: its own sockets and what the other nodes told it)."""
+
+    origin: str
+    to: str
+    located: tuple[Located, ...]
+    online: tuple[tuple[uuid.UUID, str], ...]
+
+    def __repr__(self) -> str:
+        return f"StateReply({self.origin} -> {self.to}, {len(self.located)} positions)"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeGone:
+    """Local, from the bus: node ``node`` stopped answering (its members are offline)."""
+
+    node: str
+
+
+@dataclass(frozen=True, slots=True)
+class BusReconnected:
+    """Local, from the bus: it was cut off and is back; resynchronise."""
+
+
+SessionEvent = LocatedBatch | Joined | Left | Ended | Presence | StateRequest | StateReply

@@ -135,6 +135,7 @@ class Hub:
         unsubscribe = self._unsubscribe.pop(actor.id, None)
         if unsubscribe is not None:
             unsubscribe()
+            self.bus.unhost(actor.id)
         self._note_activity(actor)
 
     # --- sessions in memory ---------------------------------------------------------------
@@ -166,6 +167,7 @@ class Hub:
         # Subscribe first: what is published while storage is read waits in the inbox.
         unsubscribe = self.bus.subscribe(session_id, inbox.post)
         try:
+            others = await self.bus.host(session_id)
             record = await self.storage.get_session(session_id)
             if record is None:
                 raise Unauthorized("unknown session")
@@ -178,9 +180,10 @@ class Hub:
                     "the server holds as many live sessions as it may; try again later"
                 )
             participants = await self.storage.list_participants(session_id)
-            actor = SessionActor(self, record, participants, inbox)
+            actor = SessionActor(self, record, participants, inbox, hosted_elsewhere=bool(others))
         except BaseException:
             unsubscribe()
+            self.bus.unhost(session_id)
             raise
         finally:
             del self._loading[session_id]

@@ -231,17 +231,29 @@ class Service:
             database = "ok"
         except Unavailable:
             database = "unavailable"
-        health = {
-            "status": "ok" if database == "ok" else "degraded",
+        bus = self.hub.bus.statistics()
+        healthy = database == "ok" and bus.state in ("local", "up")
+        health: dict[str, Any] = {
+            "status": "ok" if healthy else "degraded",
             "version": __version__,
             "uptime_s": round(time.monotonic() - self.started_monotonic, 1),
             "database": database,
             "active_sessions": len(self.hub.sessions),
             "connections": self.hub.connection_count(),
+            "bus": {
+                "kind": bus.kind,
+                "state": bus.state,
+                "persistence": bus.persistence,
+                "node_id": self.hub.bus.node_id,
+                "other_nodes": bus.nodes,
+            },
         }
         if self.embedded_database is not None:
             health["embedded_database"] = self.embedded_database()
         return health
+
+    def bus_state(self) -> str:
+        return self.hub.bus.statistics().state
 
 
 def session_view(record: SessionRecord, now: float) -> dict[str, Any]:

@@ -592,8 +592,10 @@ async def test_ended_sessions_are_purged_after_retention(server: Running) -> Non
 # --- health, docs, routing --------------------------------------------------------------
 async def test_health_endpoints(server: Running) -> None:
     assert (await server.http.get("/health/live")).json() == {"status": "ok"}
-    assert (await server.http.get("/health/ready")).json() == {"status": "ready"}
+    assert (await server.http.get("/health/ready")).json() == {"status": "ready", "bus": "local"}
     body = (await server.http.get("/health")).json()
+    assert (await server.http.get("/health/detailed")).json().keys() == body.keys()
+    assert body["bus"]["kind"] == "local" and body["bus"]["state"] == "local"
     assert body["status"] == "ok"
     assert body["database"] == "ok"
     assert isinstance(body["version"], str)
