@@ -11,7 +11,9 @@
   against the Compose Specification's schema (``tests/schemas/``) after the same
   ``${VAR}`` interpolation compose does; both nodes share one configuration (one JWT
   secret, one Redis); Redis is started with the file's own command line and must not
-  persist; ``nginx -t`` accepts ``nginx.conf`` with and without the sticky variant.
+  persist; ``nginx -t`` accepts ``nginx.conf`` with and without the sticky variant, and
+  a real nginx running it in front of two real servers balances REST, upgrades
+  WebSockets, passes the 1001 of a stopping node and fails over to the other one.
 * ``deploy/kubernetes/``: every manifest validates against the Kubernetes JSON schemas
   (``kubernetes-validate``, strict: unknown fields fail) for the oldest and newest
   supported release; ``kubectl kustomize`` renders them; the pod's environment, built
@@ -27,6 +29,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -35,15 +38,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import jsonschema  # type: ignore[import-untyped]  # test extra
 import kubernetes_validate  # type: ignore[import-untyped]  # test extra
+import orjson
 import pytest
+import trio
 import yaml  # type: ignore[import-untyped]  # PyYAML (test extra)
 
 from locshare._config import Config
 from locshare.errors import ConfigError
-from tests.conftest import Running
-from tests.test_binary import BUILD_SCRIPT
+from tests.conftest import Running, running, server_config
+from tests.test_binary import BUILD_SCRIPT, hold_websocket
+from tests.test_cli import close_code
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "deploy" / "grafana" / "locshare.json"
@@ -742,6 +749,141 @@ def test_nginx_accepts_the_config(tmp_path: Path, variant: str) -> None:
         check=False,
     )
     assert (result.returncode, result.stderr) == (0, "")
+
+
+def nginx_main_config(directory: Path, site: str) -> Path:
+    """A minimal main configuration around ``site`` (what the image's nginx.conf does
+    around conf.d/), everything written under ``directory``."""
+    (directory / "site.conf").write_text(site)
+    main = directory / "nginx.conf"
+    main.write_text(
+        "worker_processes 1;\n"
+        f"pid {directory}/nginx.pid;\n"
+        f"error_log {directory}/error.log;\n"
+        "events {}\n"
+        "http {\n"
+        f"    client_body_temp_path {directory}/body;\n"
+        f"    proxy_temp_path {directory}/proxy;\n"
+        "    access_log off;\n"
+        f"    include {directory}/site.conf;\n"
+        "}\n"
+    )
+    return main
+
+
+def http_requests_served(metrics: str, route: str) -> float:
+    """How many requests for ``route`` a node's /metrics counted."""
+    pattern = re.compile(
+        r'^locshare_http_request_duration_seconds_count\{[^}]*route="'
+        + re.escape(route)
+        + r'"[^}]*\} (\S+)$',
+        re.M,
+    )
+    return sum(float(value) for value in pattern.findall(metrics))
+
+
+async def test_nginx_config_balances_real_nodes_and_fails_over(
+    database_url: str, tmp_path: Path
+) -> None:
+    """nginx.conf in front of two real locshare servers on loopback (the same database,
+    no Redis: a session's live state is rebuilt on whichever node a client reaches).
+    REST requests alternate between the nodes; WebSockets pass the upgrade through to
+    both; stopping a node closes its sockets with 1001 through nginx, and the client's
+    reconnect and every request after that reach the remaining node; /metrics is 404."""
+    nginx = require_tool("nginx", "/usr/sbin/nginx")
+    stop_two, two_stopped = trio.Event(), trio.Event()
+
+    async def node_two(task_status: trio.TaskStatus[Running]) -> None:
+        try:
+            async with running(server_config(database_url, tmp_path / "two")) as started:
+                task_status.started(started)
+                await stop_two.wait()
+        finally:
+            two_stopped.set()
+
+    with trio.fail_after(90):
+        async with (
+            running(server_config(database_url, tmp_path / "one")) as one,
+            trio.open_nursery() as nodes,
+        ):
+            two: Running = await nodes.start(node_two)
+            # Bound here on port 0 and handed over (nginx inherits listening sockets
+            # named in $NGINX), so the test never picks a port.
+            listener = socket.socket()
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(64)
+            port = listener.getsockname()[1]
+            site = NGINX_CONF.read_text().replace("listen 8080;", f"listen 127.0.0.1:{port};")
+            for name, node in (("locshare-1", one), ("locshare-2", two)):
+                site, count = re.subn(
+                    rf"(?m)^(\s*server\s+){name}:8080(.*?) resolve\b",
+                    rf"\g<1>127.0.0.1:{node.info.port}\2",
+                    site,
+                )
+                assert count == 1, name
+            main = nginx_main_config(tmp_path, site)
+            log = tmp_path / "error.log"
+            process = await trio.lowlevel.open_process(
+                [nginx, "-p", str(tmp_path), "-c", str(main), "-e", str(log), "-g", "daemon off;"],
+                env={**os.environ, "NGINX": f"{listener.fileno()};"},
+                pass_fds=(listener.fileno(),),
+            )
+            listener.close()
+            try:
+                async with (
+                    httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as lb,
+                    trio.open_nursery() as clients,
+                ):
+                    # REST: round robin over both nodes.
+                    for _ in range(6):
+                        assert (await lb.get("/health/live")).status_code == 200, log.read_text()
+                    for node in (one, two):
+                        metrics = (await node.http.get("/metrics")).text
+                        assert http_requests_served(metrics, "/health/live") >= 1
+                    assert (await lb.get("/metrics")).status_code == 404
+
+                    created = await lb.post("/api/sessions", json={"name": "LB"})
+                    session_id = created.json()["session_id"]
+                    tokens = []
+                    for name in ("Ann", "Bo"):
+                        joined = await lb.post(
+                            f"/api/sessions/{session_id}/join", json={"display_name": name}
+                        )
+                        tokens.append(joined.json()["websocket_token"])
+
+                    # WebSockets through the upgrade, one on each node.
+                    on_two: list[bool] = []
+                    sockets = []
+                    for token in tokens:
+                        before = two.hub.stats.connections_opened
+                        ws = await clients.start(hold_websocket, port, f"/ws?token={token}")
+                        assert orjson.loads(await ws.get_message())["type"] == "session_state"
+                        sockets.append(ws)
+                        on_two.append(two.hub.stats.connections_opened > before)
+                    opened = [node.hub.stats.connections_opened for node in (one, two)]
+                    assert opened == [1, 1]
+
+                    # Node two stops: its socket gets 1001 through nginx ...
+                    stop_two.set()
+                    assert await close_code(sockets[on_two.index(True)]) == 1001
+                    await two_stopped.wait()
+                    # ... and everything that follows reaches node one.
+                    token = tokens[on_two.index(True)]
+                    ws = await clients.start(hold_websocket, port, f"/ws?token={token}")
+                    assert orjson.loads(await ws.get_message())["type"] == "session_state"
+                    assert one.hub.stats.connections_opened == 2
+                    for _ in range(4):
+                        answer = await lb.get(f"/api/sessions/{session_id}")
+                        assert answer.status_code == 200, log.read_text()
+                    clients.cancel_scope.cancel()
+            finally:
+                process.terminate()
+                with trio.move_on_after(10) as cleanup:
+                    cleanup.shield = True
+                    await process.wait()
+                if process.returncode is None:
+                    process.kill()
+                stop_two.set()
 
 
 # --- deploy/kubernetes -------------------------------------------------------------------
