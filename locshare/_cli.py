@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from ._config import Config, env_name, settings_table_markdown
 from ._version import __version__
@@ -19,7 +20,7 @@ from .errors import ConfigError, LocshareError
 log = logging.getLogger("locshare")
 
 # Shown first in --help, in the order the README gives them.
-PRIMARY = ("host", "port", "ws_port", "data_dir", "database_url", "public_url")
+PRIMARY = ("host", "port", "ws_port", "data_dir", "database_url", "public_url", "workers")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -160,11 +161,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     import trio
 
     from ._logging import configure_logging
-    from ._server import run_server
 
     configure_logging(config.log_level, config.log_format)
+    if config.worker_count > 1:
+        from .cluster import run_supervisor
+
+        main_task: Any = run_supervisor
+    else:
+        from ._server import run_server
+
+        main_task = run_server
     try:
-        trio.run(run_server, config)
+        trio.run(main_task, config)
     except KeyboardInterrupt:
         return 130
     except BaseException as exc:

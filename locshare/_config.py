@@ -122,6 +122,19 @@ class Config:
         " files. Off: such a Redis is refused.",
         group="cluster",
     )
+    workers: str = _setting(
+        "1",
+        "Worker processes sharing both ports (SO_REUSEPORT); 'auto' = one per CPU. With more"
+        " than one, a supervisor runs them with one embedded PostgreSQL and, without"
+        " --redis-url, a private redis-server (needs redis-server on PATH).",
+        group="cluster",
+    )
+    reuse_port: bool = _setting(
+        False,
+        "Listen with SO_REUSEPORT, sharing both ports with other locshare processes (set"
+        " for the workers of --workers; also for running several nodes on one machine).",
+        group="cluster",
+    )
     node_id: str = _setting(
         "",
         "This node's name on the session bus (ids only; default: host name, process id and"
@@ -333,6 +346,12 @@ class Config:
             raise ConfigError(f"{setting_label('jwt_secret')} must be at least 32 characters long")
         if self.tile_url and not all(p in self.tile_url for p in ("{z}", "{x}", "{y}")):
             raise ConfigError(f"{setting_label('tile_url')} must contain {{z}}, {{x}} and {{y}}")
+        if self.workers != "auto" and not (
+            self.workers.isdigit() and 1 <= int(self.workers) <= 256
+        ):
+            raise ConfigError(
+                f"{setting_label('workers')}={self.workers!r} must be a number from 1 to 256, or auto"
+            )
         if self.redis_url and not self.jwt_secret:
             raise ConfigError(
                 f"cluster mode ({setting_label('redis_url')}) needs {setting_label('jwt_secret')}:"
@@ -343,6 +362,17 @@ class Config:
             raise ConfigError(f"{setting_label('port')} and {setting_label('ws_port')} must differ")
 
     # --- derived values ------------------------------------------------------------
+    @property
+    def worker_count(self) -> int:
+        """``workers`` as a number (``auto``: the CPUs this process may run on)."""
+        if self.workers == "auto":
+            return (
+                len(os.sched_getaffinity(0))
+                if hasattr(os, "sched_getaffinity")
+                else (os.cpu_count() or 1)
+            )
+        return int(self.workers)
+
     @property
     def flush_interval_s(self) -> float:
         return self.flush_interval_ms / 1000.0

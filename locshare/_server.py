@@ -151,7 +151,9 @@ async def run_server(
                     middleware, mode="legacy", trusted_hops=config.trusted_proxy_hops
                 )
             app.asgi_app = cast(Any, middleware)  # type: ignore[method-assign]
-            http_listeners = await open_listeners(config.host, config.port, backlog=2048)
+            http_listeners = await open_listeners(
+                config.host, config.port, backlog=2048, reuse_port=config.reuse_port
+            )
             port = http_listeners[0].socket.getsockname()[1]
             async with trio.open_nursery() as nursery:
                 await nursery.start(
@@ -181,6 +183,7 @@ async def run_server(
                             config.host,
                             config.ws_port,
                             max_message_bytes=config.max_message_bytes,
+                            reuse_port=config.reuse_port,
                         )
                     )
                     service.urls = PublicUrls(

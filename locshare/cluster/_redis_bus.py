@@ -31,6 +31,7 @@ reconnects (coredis does not notice a dead pub/sub connection by itself).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
 import socket
@@ -236,18 +237,21 @@ class RedisBus:
             except* Exception as group:
                 # Containment: whatever failed (Redis went away, a timeout, coredis
                 # tripping over a closed stream), reconnect.  A cancellation that came
-                # with such errors is re-raised by except* itself.
-                self.errors += 1
-                if not started and trio.current_time() >= deadline:
-                    raise BusUnavailable(
-                        f"cannot reach Redis at start-up ({type(group.exceptions[0]).__name__})"
-                    ) from group
-                if started:
-                    log.warning(
-                        "the session bus lost Redis (%s); reconnecting",
-                        type(group.exceptions[0]).__name__,
-                        extra={"node_id": self.node_id},
-                    )
+                # with such errors is re-raised by except* itself (and then the errors
+                # are the noise of coredis closing down: not logged).
+                cause = _first_leaf(group)
+                if trio.current_effective_deadline() != -math.inf:
+                    self.errors += 1
+                    if not started and trio.current_time() >= deadline:
+                        raise BusUnavailable(
+                            f"cannot reach Redis at start-up ({type(cause).__name__})"
+                        ) from group
+                    if started:
+                        log.warning(
+                            "the session bus lost Redis (%s); reconnecting",
+                            type(cause).__name__,
+                            extra={"node_id": self.node_id},
+                        )
             self._client = None
             if self.state == "up":
                 self.state = "down"
@@ -387,6 +391,12 @@ class RedisBus:
                             pipe.sadd(key, [self.node_id.encode()])
                             pipe.pexpire(key, int(HOST_TTL_S * 1000))
             await trio.sleep(HOST_REFRESH_S)
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 class BusConnectionLost(Exception):

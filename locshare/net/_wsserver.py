@@ -498,8 +498,34 @@ async def serve_listeners(
             nursery.start_soon(accept_loop, listener)
 
 
-async def open_listeners(host: str, port: int, *, backlog: int) -> list[trio.SocketListener]:
-    listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
+async def open_listeners(
+    host: str, port: int, *, backlog: int, reuse_port: bool = False
+) -> list[trio.SocketListener]:
+    """Listening sockets on every address of ``host`` (as ``trio.open_tcp_listeners``).
+
+    ``reuse_port``: set ``SO_REUSEPORT`` so that the worker processes of ``--workers N``
+    listen on the same port and the kernel spreads the connections over them.
+    """
+    if not reuse_port:
+        listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
+    else:
+        listeners = []
+        infos = await trio.socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        for family, kind, proto, _name, address in infos:
+            sock = trio.socket.socket(family, kind, proto)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                await sock.bind(address)
+                sock.listen(backlog)
+            except OSError:
+                sock.close()
+                raise
+            listeners.append(trio.SocketListener(sock))
     for listener in listeners:
         listener.socket.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     return listeners
@@ -511,10 +537,11 @@ async def serve_websockets(
     port: int,
     *,
     max_message_bytes: int,
+    reuse_port: bool = False,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on ``host:port`` until cancelled; ``task_status.started(bound_port)``."""
-    listeners = await open_listeners(host, port, backlog=4096)
+    listeners = await open_listeners(host, port, backlog=4096, reuse_port=reuse_port)
     bound = listeners[0].socket.getsockname()[1]
 
     async def handler(stream: trio.SocketStream) -> None:
