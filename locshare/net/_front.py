@@ -24,10 +24,18 @@ Rules:
     4. Nothing a connection sends can end the process: every connection runs through
        :func:`._wsserver.contained`, and the ASGI app refuses a WebSocket scope should
        one ever reach it (:class:`NoWebSockets`).
+    5. A request with both ``Content-Length`` and ``Transfer-Encoding`` is answered 400
+       and the connection closed (RFC 9112 section 6.3 allows either that or framing by
+       Transfer-Encoding and closing after the answer; h11 frames by Transfer-Encoding
+       and keeps the connection).  Otherwise a proxy framing by Content-Length would
+       pass a second request hidden in the body (a WebSocket upgrade, ``GET /metrics``)
+       that the server then executes: request smuggling.
 
 Resource handling: :func:`serve_http` owns the accept loops and one nursery of
 connection tasks; on shutdown it stops accepting, lets idle keep-alive connections go,
 and gives in-flight requests ``graceful_timeout`` (hypercorn's own shutdown sequence).
+:meth:`FrontDoor.serve` closes its socket however it ends (cancelled too), unless the
+WebSocket admission took it.
 """
 
 from __future__ import annotations
@@ -59,12 +67,24 @@ log = logging.getLogger("locshare.http")
 
 FIRST_HEAD_TIMEOUT_S: Final = 10.0
 MAX_HEAD_BYTES: Final = 16 * 1024  # h11's default, which hypercorn uses too
-_HTTP2_REFUSED: Final = (
-    b"HTTP/1.1 505 HTTP Version Not Supported\r\ncontent-type: application/json\r\n"
-    b"x-content-type-options: nosniff\r\nconnection: close\r\ncontent-length: 83\r\n\r\n"
-    b'{"error":{"code":"invalid_request","message":"HTTP/2 is not served on this port"}}\n'
+
+
+def _refusal(status_line: bytes, message: str) -> bytes:
+    """A complete ``invalid_request`` answer that closes the connection."""
+    body = b'{"error":{"code":"invalid_request","message":"%s"}}\n' % message.encode()
+    return (
+        b"HTTP/1.1 " + status_line + b"\r\ncontent-type: application/json\r\n"
+        b"x-content-type-options: nosniff\r\nconnection: close\r\n"
+        b"content-length: %d\r\n\r\n" % len(body) + body
+    )
+
+
+_HTTP2_REFUSED: Final = _refusal(
+    b"505 HTTP Version Not Supported", "HTTP/2 is not served on this port"
 )
-assert len(_HTTP2_REFUSED.partition(b"\r\n\r\n")[2]) == 83
+_AMBIGUOUS_REFUSED: Final = _refusal(
+    b"400 Bad Request", "Content-Length and Transfer-Encoding must not both be sent"
+)
 
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
@@ -75,12 +95,16 @@ class Kind(enum.Enum):
     H2C = "h2c"  # HTTP/1.1 with an Upgrade: h2c offer, which is removed
     WEBSOCKET = "websocket"
     HTTP2 = "http2"  # the prior-knowledge preface
+    AMBIGUOUS = "ambiguous"  # Content-Length and Transfer-Encoding both (Rule 5)
 
 
 def classify(request: h11.Request) -> Kind:
     """What a request head asks for (h11 has already normalised the header names)."""
     if request.method == b"PRI" and request.http_version == b"2.0":
         return Kind.HTTP2
+    names = {name for name, _value in request.headers}
+    if b"content-length" in names and b"transfer-encoding" in names:
+        return Kind.AMBIGUOUS
     upgrade = b",".join(value for name, value in request.headers if name == b"upgrade")
     tokens = {token.strip().lower() for token in upgrade.split(b",")}
     if b"websocket" in tokens:
@@ -105,7 +129,7 @@ class Mirror:
 
     :meth:`feed` takes the bytes read from the client and returns those hypercorn may
     have now: everything up to the end of what has been parsed, each request head
-    vetted (Rules 1-3 of the module).  A request hypercorn must not see stops the flow:
+    vetted (Rules 1-3 and 5 of the module).  A request hypercorn must not see stops the flow:
     :attr:`held` then keeps every byte from its first on, for the front door.
 
     h11 (server role) is driven through a fake exchange: after each request the mirror
@@ -124,6 +148,7 @@ class Mirror:
         self.requests = 0  # request heads passed on to hypercorn
         self.first: Kind | None = None
         self.held: bytes | None = None
+        self.held_kind: Kind | None = None  # what the held request asks for
         self.passthrough = False
 
     def _consumed(self) -> int:
@@ -154,8 +179,9 @@ class Mirror:
                 kind = classify(event)
                 if self.first is None:
                     self.first = kind
-                if kind in (Kind.WEBSOCKET, Kind.HTTP2):
+                if kind in (Kind.WEBSOCKET, Kind.HTTP2, Kind.AMBIGUOUS):
                     out += self._take(self._request_start)
+                    self.held_kind = kind
                     self.held = bytes(self._input)
                     self._input.clear()
                     return out
@@ -271,32 +297,39 @@ class FrontDoor:
     trusted_proxy_hops: int
 
     async def serve(self, stream: trio.SocketStream) -> None:
-        mirror = Mirror()
-        ready = bytearray()
-        with trio.move_on_after(FIRST_HEAD_TIMEOUT_S) as timer:
-            while mirror.first is None and mirror.held is None and not mirror.passthrough:
-                data = await stream.receive_some(RECEIVE_CHUNK_BYTES)
-                if not data:
-                    break
-                ready += mirror.feed(data)
-        if timer.cancelled_caught or (not ready and mirror.held is None):
-            await stream.aclose()  # nothing usable arrived in time: slowloris or a probe
-            return
-        held = mirror.held
-        if ready or mirror.requests:
-            # HTTP first (requests pipelined ahead of an upgrade are answered first).
-            held = await self._hypercorn(stream, mirror, ready)
-            if held is None:
-                return  # hypercorn served the connection to its end
-        assert held is not None
-        # ``held`` starts with a request hypercorn must not see (Rules 2 and 3).
-        if held.startswith(b"PRI "):
-            try:
+        owned = True  # until the WebSocket admission takes the socket
+        try:
+            mirror = Mirror()
+            ready = bytearray()
+            with trio.move_on_after(FIRST_HEAD_TIMEOUT_S) as timer:
+                while mirror.first is None and mirror.held is None and not mirror.passthrough:
+                    data = await stream.receive_some(RECEIVE_CHUNK_BYTES)
+                    if not data:
+                        break
+                    ready += mirror.feed(data)
+            if timer.cancelled_caught or (not ready and mirror.held is None):
+                return  # nothing usable arrived in time: slowloris or a probe
+            held = mirror.held
+            if ready or mirror.requests:
+                # HTTP first (requests pipelined ahead of an upgrade are answered first).
+                held = await self._hypercorn(stream, mirror, ready)
+                if held is None:
+                    return  # hypercorn served the connection to its end
+            assert held is not None
+            # ``held`` starts with a request hypercorn must not see (Rules 2, 3 and 5).
+            if mirror.held_kind is Kind.HTTP2:
                 await stream.send_all(_HTTP2_REFUSED)
-            finally:
-                await stream.aclose()
-            return
-        await self._websocket(stream, held)
+                return
+            if mirror.held_kind is Kind.AMBIGUOUS:
+                await stream.send_all(_AMBIGUOUS_REFUSED)
+                return
+            owned = False
+            await self._websocket(stream, held)
+        finally:
+            if owned:
+                # Also when cancelled (shutdown) in the middle of a request: hypercorn's
+                # own close is an await that a cancellation skips.
+                await trio.aclose_forcefully(stream)
 
     async def _websocket(self, stream: trio.SocketStream, received: bytes) -> None:
         hub = self.hub_getter()

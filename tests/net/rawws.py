@@ -32,9 +32,13 @@ def frame(
 
 
 class Closed(Exception):
-    def __init__(self, code: int | None) -> None:
+    """The server closed: its close code and raw reason bytes (``code`` ``None``: the
+    connection ended without a close frame)."""
+
+    def __init__(self, code: int | None, reason: bytes = b"") -> None:
         super().__init__(code)
         self.code = code
+        self.reason = reason
 
 
 class RawWebSocket:
@@ -108,7 +112,7 @@ class RawWebSocket:
             if opcode == CLOSE:
                 code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
                 await self.send_raw(frame(CLOSE, payload[:2]))
-                raise Closed(code)
+                raise Closed(code, payload[2:])
             if opcode == PING:
                 await self.send_raw(frame(PONG, payload))
                 continue

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -25,13 +25,15 @@ _lat = itertools.count(1)
 @dataclass
 class Honest:
     """Two honest participants of one session (Ann sends, Bo receives), on the dedicated
-    port, and the attacker's own join in the same session."""
+    port, and the attacker's own join in the same session (``created``: the session's
+    creation answer, with its creator token)."""
 
     server: Running
     session_id: str
     ann: RawWebSocket
     bo: RawWebSocket
     attacker: dict[str, Any]
+    created: dict[str, Any] = field(default_factory=dict)
 
     async def assert_still_flowing(self, timeout: float = 10.0) -> None:
         """Ann's next update reaches Bo, and the server still answers readiness."""
@@ -86,7 +88,7 @@ async def honest(server: Running) -> AsyncIterator[Honest]:
     try:
         await first_of(ann, "session_state")
         await first_of(bo, "session_state")
-        yield Honest(server, sid, ann, bo, attacker)
+        yield Honest(server, sid, ann, bo, attacker, created)
     finally:
         await ann.aclose()
         await bo.aclose()

@@ -20,6 +20,7 @@ import trio
 from tests.conftest import Running
 from tests.net.rawws import TEXT, frame
 from tests.security.conftest import Honest, close_code
+from tests.security.wire import exchange, port_of
 
 UPGRADE = (
     b"GET /ws?token=x HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -27,26 +28,6 @@ UPGRADE = (
 )
 
 ports = pytest.mark.parametrize("which", ["rest", "ws"])
-
-
-def port_of(server: Running, which: str) -> int:
-    return server.info.port if which == "rest" else server.info.ws_port
-
-
-async def exchange(port: int, data: bytes, *, timeout: float = 5.0) -> bytes:
-    """Send ``data`` in one write; everything the server answers until it closes."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    answer = b""
-    try:
-        await stream.send_all(data)
-        with trio.move_on_after(timeout):
-            while chunk := await stream.receive_some(65536):
-                answer += chunk
-    except trio.BrokenResourceError:
-        pass
-    finally:
-        await trio.aclose_forcefully(stream)
-    return answer
 
 
 @ports
