@@ -167,6 +167,7 @@ async def run_server(
                         max_message_bytes=config.max_message_bytes,
                         trusted_proxy_hops=config.trusted_proxy_hops,
                         shutdown_trigger=shutdown.wait,
+                        max_body_bytes=config.max_body_bytes,
                     )
                 )
                 signal_scope = trio.CancelScope()

@@ -30,6 +30,13 @@ Rules:
        and keeps the connection).  Otherwise a proxy framing by Content-Length would
        pass a second request hidden in the body (a WebSocket upgrade, ``GET /metrics``)
        that the server then executes: request smuggling.
+    6. Every connection has a bounded life, which hypercorn under quart-trio does not
+       give it (its closing steps run in the request's task, which quart-trio cancels
+       once the response is out): a request must arrive whole within
+       ``REQUEST_TIMEOUT_S``; an answered connection waits ``keep_alive_timeout`` (5 s)
+       for the next request; ``Connection: close``, HTTP/1.0 and hypercorn's own wish to
+       close end it after the answer; a body over ``max_body_bytes`` is not read past
+       the limit (the 413 goes out, then the connection closes).
 
 Resource handling: :func:`serve_http` owns the accept loops and one nursery of
 connection tasks; on shutdown it stops accepting, lets idle keep-alive connections go,
@@ -42,6 +49,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -49,7 +57,7 @@ from typing import TYPE_CHECKING, Any, Final
 import h11
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.events import Updated
+from hypercorn.events import Closed, Updated
 from hypercorn.statsd import StatsdLogger
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.tcp_server import TCPServer
@@ -57,7 +65,13 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import wrap_app
 
-from ._wsserver import RECEIVE_CHUNK_BYTES, serve_listeners, serve_stream
+from ._wsserver import (
+    LINGER_MAX_BYTES,
+    LINGER_S,
+    RECEIVE_CHUNK_BYTES,
+    serve_listeners,
+    serve_stream,
+)
 
 if TYPE_CHECKING:
     from ..runtime import Hub
@@ -66,7 +80,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("locshare.http")
 
 FIRST_HEAD_TIMEOUT_S: Final = 10.0
-MAX_HEAD_BYTES: Final = 16 * 1024  # h11's default, which hypercorn uses too
+# A whole request (head and body) must arrive within this: a body trickled byte by byte
+# within hypercorn's per-read timeout would otherwise hold its connection for days.
+REQUEST_TIMEOUT_S: Final = 30.0
+# After an oversized body is cut off, hypercorn has this long to write its 413.
+OVERFLOW_GRACE_S: Final = 1.0
 
 
 def _refusal(status_line: bytes, message: str) -> bytes:
@@ -114,6 +132,16 @@ def classify(request: h11.Request) -> Kind:
     return Kind.HTTP
 
 
+def _content_length(request: h11.Request) -> int | None:
+    for name, value in request.headers:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
 def _without_upgrade(request: h11.Request) -> bytes:
     """The request head re-serialised without its upgrade offer."""
     dropped = {b"upgrade", b"http2-settings"}
@@ -139,7 +167,12 @@ class Mirror:
     same bytes with a 400 and close: the mirror then just passes everything on.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_body_bytes: int | None = None) -> None:
+        self._max_body = max_body_bytes
+        self._body = 0  # body bytes of the current request
+        self.completed = 0  # requests received whole
+        self.client_closing = False  # the client asked to close after its request
+        self.overflow = False  # a body went over max_body_bytes: the rest is dropped
         self._h11 = h11.Connection(h11.SERVER)
         self._input = bytearray()  # bytes read but not yet passed on (or held)
         self._input_start = 0  # stream offset of _input[0]
@@ -154,7 +187,17 @@ class Mirror:
     def _consumed(self) -> int:
         return self._fed - len(self._h11.trailing_data[0])
 
+    @property
+    def in_request(self) -> bool:
+        """Bytes of a request for hypercorn that has not arrived whole yet were received
+        (a held request is not hypercorn's; passthrough and overflow are not tracked)."""
+        if self.held is not None or self.passthrough or self.overflow:
+            return False
+        return self._fed > self._request_start
+
     def feed(self, data: bytes) -> bytes:
+        if self.overflow:
+            return b""  # dropped: never buffered
         if self.held is not None:
             self.held += data
             return b""
@@ -186,11 +229,19 @@ class Mirror:
                     self._input.clear()
                     return out
                 self.requests += 1
+                self._body = 0
                 if kind is Kind.H2C:
                     out += self._take(self._request_start)
                     self._skip(self._consumed())
                     out += _without_upgrade(event)
+                if self._over_limit(_content_length(event)):
+                    return out + self._cut()
+            elif isinstance(event, h11.Data):
+                self._body += len(event.data)
+                if self._over_limit(self._body):
+                    return out + self._cut()
             elif isinstance(event, h11.EndOfMessage):
+                self.completed += 1
                 try:
                     self._h11.send(
                         h11.Response(status_code=400, headers=[(b"content-length", b"0")])
@@ -198,14 +249,25 @@ class Mirror:
                     self._h11.send(h11.EndOfMessage())
                     self._h11.start_next_cycle()
                 except h11.LocalProtocolError:
-                    # The client asked to close after this request: hypercorn will close
-                    # after answering; whatever follows is never parsed by anyone.
+                    # The client asked to close after this request: the connection ends
+                    # after the answer; whatever follows is never parsed by anyone.
+                    self.client_closing = True
                     self.passthrough = True
-                    return out + self._take(self._fed)
+                    return out + self._take(self._consumed())
                 self._request_start = self._consumed()
             elif isinstance(event, h11.ConnectionClosed):
                 break
         return out + self._take(self._consumed())
+
+    def _over_limit(self, size: int | None) -> bool:
+        return self._max_body is not None and size is not None and size > self._max_body
+
+    def _cut(self) -> bytes:
+        """Pass on what was parsed (hypercorn then answers 413); drop everything else."""
+        out = self._take(self._consumed())
+        self._input.clear()
+        self.overflow = True
+        return out
 
     def _take(self, until: int) -> bytes:
         """Pass on the input up to stream offset ``until``."""
@@ -227,14 +289,38 @@ class Mirror:
 class _HypercornSide:
     """The stream hypercorn reads and writes: the socket, seen through the mirror.
 
-    In takeover, hypercorn's attempts to close are ignored (the socket changes hands).
+    It also keeps what the connection's guard needs (Rule 6): when the current request
+    began, whether hypercorn wants to close, and an event for every change.  In
+    takeover, hypercorn's attempts to close are ignored (the socket changes hands).
     """
 
     stream: trio.SocketStream
     mirror: Mirror
     ready: bytearray
     held: trio.Event = field(default_factory=trio.Event)
+    changed: trio.Event = field(default_factory=trio.Event)
     takeover: bool = False
+    request_started_at: float | None = None
+    overflow_at: float | None = None
+    close_wanted: bool = False
+
+    def __post_init__(self) -> None:
+        self._note()
+
+    def _note(self) -> None:
+        """After the mirror parsed more: note a request's start and end, an overflow."""
+        mirror = self.mirror
+        now = trio.current_time()
+        started = self.request_started_at
+        if mirror.in_request and started is None:
+            self.request_started_at = now
+            self.changed.set()
+        elif not mirror.in_request and started is not None:
+            self.request_started_at = None
+            self.changed.set()
+        if mirror.overflow and self.overflow_at is None:
+            self.overflow_at = now
+            self.changed.set()
 
     @property
     def socket(self) -> trio.socket.SocketType:
@@ -242,13 +328,15 @@ class _HypercornSide:
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         while not self.ready:
-            if self.mirror.held is not None:
+            if self.mirror.held is not None or self.mirror.overflow:
                 self.held.set()
-                await trio.sleep_forever()  # the front door takes the socket once idle
+                self.changed.set()
+                await trio.sleep_forever()  # the guard takes the socket, or closes it
             data = await self.stream.receive_some(RECEIVE_CHUNK_BYTES)
             if not data:
                 return b""
             self.ready += self.mirror.feed(data)
+            self._note()
         size = len(self.ready) if max_bytes is None else min(max_bytes, len(self.ready))
         out = bytes(self.ready[:size])
         del self.ready[:size]
@@ -270,17 +358,24 @@ class _HypercornSide:
 
 
 class _WatchedTCPServer(TCPServer):
-    """Hypercorn's connection handler, telling us each time it has answered a request."""
+    """Hypercorn's connection handler, telling us each time it has answered a request,
+    and when it wants to close."""
 
-    def __init__(self, *args: Any, on_idle: Callable[[], None]) -> None:
+    def __init__(
+        self, *args: Any, on_idle: Callable[[], None], on_close: Callable[[], None]
+    ) -> None:
         super().__init__(*args)
         self._on_idle = on_idle
+        self._on_close = on_close
 
     async def protocol_send(self, event: Any) -> None:
-        # Before hypercorn's own handling: it re-arms its keep-alive timer here, and the
-        # task that reports the end of a response may already be cancelled by then.
+        # Before hypercorn's own handling: it re-arms its keep-alive timer or closes here,
+        # in the task that reports the end of a response, which quart-trio may already
+        # have cancelled (so hypercorn's own steps would not run).
         if isinstance(event, Updated) and event.idle:
             self._on_idle()
+        elif isinstance(event, Closed):
+            self._on_close()
         await super().protocol_send(event)
 
 
@@ -295,11 +390,12 @@ class FrontDoor:
     hub_getter: Callable[[], Hub | None]
     max_message_bytes: int
     trusted_proxy_hops: int
+    max_body_bytes: int | None = None
 
     async def serve(self, stream: trio.SocketStream) -> None:
         owned = True  # until the WebSocket admission takes the socket
         try:
-            mirror = Mirror()
+            mirror = Mirror(self.max_body_bytes)
             ready = bytearray()
             with trio.move_on_after(FIRST_HEAD_TIMEOUT_S) as timer:
                 while mirror.first is None and mirror.held is None and not mirror.passthrough:
@@ -329,7 +425,7 @@ class FrontDoor:
             if owned:
                 # Also when cancelled (shutdown) in the middle of a request: hypercorn's
                 # own close is an await that a cancellation skips.
-                await trio.aclose_forcefully(stream)
+                await _linger_close(stream)
 
     async def _websocket(self, stream: trio.SocketStream, received: bytes) -> None:
         hub = self.hub_getter()
@@ -351,13 +447,17 @@ class FrontDoor:
         hands; then return its bytes, with the socket still open."""
         side = _HypercornSide(stream, mirror, ready)
         answered = 0
-        done = trio.Event()
+        idle_since = trio.current_time()
 
         def on_idle() -> None:
-            nonlocal answered
+            nonlocal answered, idle_since
             answered += 1
-            if side.held.is_set() and answered >= mirror.requests:
-                done.set()
+            idle_since = trio.current_time()
+            side.changed.set()
+
+        def on_close() -> None:
+            side.close_wanted = True
+            side.changed.set()
 
         server = _WatchedTCPServer(
             self.app,
@@ -366,23 +466,64 @@ class FrontDoor:
             ConnectionState(self.lifespan_state.copy()),
             side,
             on_idle=on_idle,
+            on_close=on_close,
         )
+        keep_alive_s = float(self.config.keep_alive_timeout)
+
         async with trio.open_nursery() as nursery:
 
             async def run_server() -> None:
                 await server.run()
                 nursery.cancel_scope.cancel()
 
-            async def watch_takeover() -> None:
-                await side.held.wait()
-                if answered < mirror.requests:
-                    await done.wait()
-                side.takeover = True
+            async def guard() -> None:
+                """Rule 6, and the hand-over of Rule 2."""
+                while True:
+                    deadline = math.inf
+                    if side.close_wanted:
+                        break
+                    if mirror.overflow:
+                        assert side.overflow_at is not None
+                        deadline = side.overflow_at + OVERFLOW_GRACE_S
+                    elif side.request_started_at is not None:
+                        deadline = side.request_started_at + REQUEST_TIMEOUT_S
+                    elif answered >= mirror.requests:  # every request answered: idle
+                        if mirror.client_closing:
+                            break
+                        if side.held.is_set():
+                            side.takeover = True
+                            break
+                        deadline = idle_since + keep_alive_s
+                    with trio.move_on_at(deadline) as timer:
+                        await side.changed.wait()
+                    side.changed = trio.Event()
+                    if timer.cancelled_caught:
+                        break
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(run_server)
-            nursery.start_soon(watch_takeover)
+            nursery.start_soon(guard)
         return mirror.held if side.takeover else None
+
+
+async def _linger_close(stream: trio.SocketStream) -> None:
+    """Close so that our last answer is read: FIN first, then discard what the client
+    still sends (bounded in time and bytes), then close.  Closing with unread input would
+    make the kernel send a reset, which can destroy an answer not yet read (a 413 while
+    the client is still sending its body)."""
+    with trio.move_on_after(LINGER_S) as scope:
+        scope.shield = True  # also when the connection was cancelled at shutdown
+        try:
+            await stream.send_eof()
+            discarded = 0
+            while discarded < LINGER_MAX_BYTES:
+                chunk = await stream.receive_some(RECEIVE_CHUNK_BYTES)
+                if not chunk:
+                    break
+                discarded += len(chunk)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError):
+            pass
+    await trio.aclose_forcefully(stream)
 
 
 class NoWebSockets:
@@ -410,6 +551,7 @@ async def serve_http(
     max_message_bytes: int,
     trusted_proxy_hops: int,
     shutdown_trigger: Callable[[], Awaitable[None]],
+    max_body_bytes: int | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the REST port on ``listeners`` until ``shutdown_trigger`` returns.
@@ -431,6 +573,7 @@ async def serve_http(
         hub_getter,
         max_message_bytes,
         trusted_proxy_hops,
+        max_body_bytes,
     )
     async with trio.open_nursery() as lifespan_nursery:
         await lifespan_nursery.start(lifespan.handle_lifespan)

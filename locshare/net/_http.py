@@ -161,6 +161,10 @@ def create_app(
             allowed = getattr(exc, "valid_methods", None)
             if allowed:
                 response.headers["Allow"] = ", ".join(allowed)
+        if status == 413:
+            # The rest of the body is not read (net/_front.py, Rule 6): the connection
+            # ends after this answer, and the client must not send its next request on it.
+            response.headers["Connection"] = "close"
         return response
 
     @app.errorhandler(Exception)

@@ -12,14 +12,18 @@ Documented outcomes:
       is closed (``FIRST_HEAD_TIMEOUT_S``, ``HANDSHAKE_TIMEOUT_S``); a later head on a
       kept-alive connection: hypercorn's read timeout (30 s);
     * a body over ``max_body_bytes`` (16 KiB): 413 ``payload_too_large``, announced
-      or while a chunked body streams in; a head over what one read brings (64 KiB):
-      431 on the REST port, 400 on the WebSocket port.
+      or while a chunked body streams in, and nothing past the limit is read; a head
+      over what one read brings (64 KiB): 431 on the REST port, 400 on the WebSocket
+      port;
+    * a whole request must arrive within 30 s (a trickled body is cut off); a
+      connection that asked to close is closed after its answer, an idle one after 5 s
+      (``locshare/net/_front.py``, Rule 6).
 Every test ends with the honest pair of the same server still receiving.
 
-Three attacks did not hold (strict xfails below, issue 12): after an early 413 the
-server reads the rest of the announced body; a body trickled slowly keeps its
-connection open without a bound; and a connection stays open for the 30 s read
-timeout after its last answer even when the client asked to close it.
+Three of these did not hold at first (after an early 413 the server read the rest of the
+announced body; a trickled body kept its connection open without a bound; a connection
+stayed open 30 s after its last answer even when the client asked to close it): the
+front door's per-connection guard fixed them.
 """
 
 from __future__ import annotations
@@ -230,12 +234,6 @@ async def test_a_request_inside_a_body_is_never_executed(honest: Honest, chunked
         await honest.assert_still_flowing()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 12 finding: REST connections stay open until hypercorn's 30 s read "
-    "timeout after their last answer; Connection: close and the 5 s keep-alive timeout are "
-    "not honoured (hypercorn's close runs in the app's task, which quart-trio cancels)",
-)
 @pytest.mark.parametrize("version", [b"HTTP/1.1", b"HTTP/1.0"])
 async def test_the_server_closes_a_connection_that_asked_for_it(
     honest: Honest, version: bytes
@@ -281,11 +279,6 @@ async def test_an_announced_100_mb_body_is_refused_413_before_it_is_sent(honest:
         await honest.assert_still_flowing()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 12 finding: after an early 413 the server goes on reading the announced "
-    "body (hypercorn's close is cancelled by quart-trio's disconnect handling)",
-)
 async def test_after_a_413_the_rest_of_the_body_is_not_read(honest: Honest) -> None:
     """Observed: 100 MB more are accepted in a few seconds after the 413."""
     sent = 0
@@ -446,11 +439,6 @@ async def test_a_slow_second_head_on_a_kept_alive_connection_is_closed(honest: H
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 12 finding: a body trickled within hypercorn's per-read timeout (30 s) "
-    "keeps its connection open without a bound (no deadline for a whole request)",
-)
 async def test_a_slowly_trickled_body_is_cut_off(honest: Honest) -> None:
     """R.U.D.Y.: a 16 KiB body one byte per second would hold its connection 4.5 hours
     (one byte per 29 s: 5 days).  Wanted: closed within the read timeout plus slack."""
