@@ -10,9 +10,10 @@ at ~25 m/s with GPS noise.  Every tick every rider has a new fix (the worst case
 clients send every 1-2 s and the tick runs once a second).  Reported: median and p95
 wall time of one tick of
 
-* ``PlaceIndex.tick``: 20 circles per session spread along the route (a convoy is near
-  one or two at a time); the same with every place at the convoy (every pair near);
-  the same places as 64-gon and 500-vertex polygons (the shapely path);
+* ``PlaceIndex.tick``: 20 circles (radius 200 m) per session spread along the route (a
+  convoy is near one or two at a time), and the same as 500-vertex polygons; then the
+  worst case: every rider gathered within 50 m, inside all 20 places at once (as
+  circles, 64-gons, 500-gons);
 * ``RouteIndex.tick``: steady state (every rider has history) and first fixes;
 * the whole geo tick: ``GeoIndex.tick`` + places + convoy, at this size and at 10,000
   participants (``--sessions 200 --slots 50`` is 10,000);
@@ -111,12 +112,19 @@ class World:
         y = np.interp(along, cum, xy[:, 1])
         return x, y
 
+    def gather(self) -> None:
+        """Everyone within +-50 m of the convoy's middle (a meeting)."""
+        middle = self.position.mean(axis=1, keepdims=True)
+        self.position = middle + self.rng.uniform(-50, 50, self.position.shape)
+
     def circles(self, at_convoy: bool, radius: float = 200.0) -> list[list[Place]]:
+        """20 places per session: spread along the route, or all within +-100 m of
+        the convoy's middle (every rider near every place: the worst case)."""
         out = []
         for s in range(self.args.sessions):
             if at_convoy:
                 along = np.full(self.args.places, float(self.position[s].mean()))
-                along += np.linspace(-500, 500, self.args.places)
+                along += np.linspace(-100, 100, self.args.places)
             else:
                 along = np.linspace(0, self.road_along[s][-1], self.args.places)
             x, y = self.point_at(s, along)
@@ -145,10 +153,10 @@ class World:
             out.append(session)
         return out
 
-    def move(self) -> None:
+    def move(self, speed_m_s: float = SPEED_M_S) -> None:
         """Everyone drives on for one second and sends a fix."""
         self.now += 1.0
-        self.position += SPEED_M_S + self.rng.normal(0, 1.0, self.position.shape)
+        self.position += speed_m_s + self.rng.normal(0, 1.0, self.position.shape)
         data = self.index._data
         for s, block in enumerate(self.blocks):
             x, y = self.point_at(s, self.position[s])
@@ -189,23 +197,32 @@ def main(argv: list[str] | None = None) -> int:
     world.move()
     rows: list[tuple[str, float, float]] = []
 
-    def places_case(name: str, places: list[list[Place]]) -> PlaceIndex:
+    def places_case(name: str, places: list[list[Place]], moving: bool) -> PlaceIndex:
         index = place_index(world, places)
+        start = world.position.copy()
+        world.move(SPEED_M_S if moving else 0.0)
         index.tick(world.index.arrays(), world.now)
 
         def one() -> None:
             index.tick(world.index.arrays(), world.now)
 
-        rows.append((name, *timed(one, args.repeat, world.move)))
+        def step() -> None:
+            world.move(SPEED_M_S if moving else 0.0)
+
+        rows.append((name, *timed(one, args.repeat, step)))
+        world.position = start
         return index
 
     spread = world.circles(at_convoy=False)
+    driving = world.position.copy()
+    world.gather()
     crowded = world.circles(at_convoy=True)
-    places_case("places: circles along the route", spread)
-    places_case("places: circles, all at the convoy", crowded)
-    places_case("places: 64-gons, all at the convoy", world.as_polygons(crowded, 64))
-    places_case("places: 500-gons along the route", world.as_polygons(spread, 500))
-    places_case("places: 500-gons, all at the convoy", world.as_polygons(crowded, 500))
+    places_case("places: circles along the route", spread, moving=True)
+    places_case("places: 500-gons along the route", world.as_polygons(spread, 500), True)
+    places_case("places: circles, all riders in all", crowded, moving=False)
+    places_case("places: 64-gons, all riders in all", world.as_polygons(crowded, 64), False)
+    places_case("places: 500-gons, all riders in all", world.as_polygons(crowded, 500), False)
+    world.position = driving
 
     routes = route_index(world)
     routes.tick(world.index.arrays(), world.now)

@@ -143,16 +143,12 @@ class LocalFrame:
         return lat_lng(units)
 
 
-def frames_forward(
-    units: FloatArray, centre: FloatArray, east: FloatArray, north: FloatArray
-) -> tuple[FloatArray, FloatArray]:
-    """:meth:`LocalFrame.forward_units` vectorized over many frames: row ``i`` of
-    ``units`` is projected in the frame given by row ``i`` of the other arrays
-    (all ``(n, 3)``)."""
-    ux, uy, uz = units[:, 0], units[:, 1], units[:, 2]
-    a = ux * east[:, 0] + uy * east[:, 1] + uz * east[:, 2]
-    b = ux * north[:, 0] + uy * north[:, 1] + uz * north[:, 2]
-    w = ux * centre[:, 0] + uy * centre[:, 1] + uz * centre[:, 2]
+def project(components: FloatArray, *index: npt.NDArray[np.intp]) -> tuple[FloatArray, FloatArray]:
+    """``x, y`` from ``components[..., :] = (u . east, u . north, u . centre)`` (a unit
+    vector against a frame's axes: a batched matmul computes them for many frames at
+    once), taken at ``components[index]``."""
+    picked = components[index] if index else components
+    a, b, w = picked[..., 0], picked[..., 1], picked[..., 2]
     h = np.hypot(a, b)
     angle = np.arctan2(h, w)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -16,19 +16,23 @@ great-circle (each segment's length on the sphere, summed over the whole line).
 
 Rule 1 (locating a fix).  Fixes are located on the *search line*: the route
 simplified at :data:`SEARCH_TOLERANCE_M` (a GPS track with a point every few metres
-has far fewer points on it; every point of the route is within that tolerance of it),
-carrying the whole line's along-distance at its vertices.  A fix's place is the nearest
-point of that line, except where the route passes the same spot more than once (an
-out-and-back, a figure eight, laps): every pass within :data:`ROUTE_AMBIGUITY_M` of the
-nearest distance is a candidate, and the pass nearest in along-distance to the rider's
-previous fix wins (continuity); without a previous fix, the earliest.  ``off`` is the
-distance to the chosen point.  So ``along`` and ``off`` are exact to the search
-tolerance (2 m).
+has far fewer points on it; every point of the route is within 2 m of it), carrying
+the whole line's along-distance at its vertices.  So ``off`` is exact to 2 m, and
+``along`` to a few metres for a rider on the road (further off the road, the foot of
+the perpendicular follows the simplified line's direction).
+The fix's place is the nearest point of that line, except where the route passes the
+same spot more than once (an out-and-back, a figure eight, laps).  Every *pass* (a run
+of consecutive segments) within :data:`ROUTE_AMBIGUITY_M` of the nearest distance is a
+candidate, at its own nearest point.  With a previous fix, the pass nearest in
+along-distance to it wins (continuity), except that when the rider moved more than
+:data:`ROUTE_AMBIGUITY_M` since its previous fix, a pass heading against that motion
+loses to any other (the U-turn of an out-and-back on one road).  Without a previous
+fix, the earliest pass wins (a convoy rides out before it rides back).
 Search: the line is cut in chunks of :data:`ROUTE_CHUNK_SEGMENTS` segments.  A fix
-whose previous nearest point lies within ``NEIGHBOUR_M / 2 - ROUTE_AMBIGUITY_M`` looks
-only at the chunks near its previous chunk (precomputed neighbour lists: whatever lies
-within ``r`` of the fix lies within ``2 r`` of its previous nearest point), vectorized
-over every session at once; other fixes (the first, the far, a many-lap circuit) query
+that moved less than ``NEIGHBOUR_M / 2 - ROUTE_AMBIGUITY_M`` (125 m) from its previous
+nearest point looks only at the chunks near its previous chunk (precomputed neighbour
+lists: whatever lies within ``r`` of the fix lies within ``2 r`` of its previous
+nearest point), for every session at once; other fixes (the first, the far) query
 their route's STRtree with a box, widened until complete.  Exact distances are numpy.
 Rule 2 (the convoy).  For every fresh participant of a session with a route: its
 distance along the route and off it.  ``order``: furthest along first (the leader),
@@ -38,9 +42,9 @@ client sent one, else its speed along the route over at least
 :data:`SPEED_BASELINE_S`, else ``None`` (also when slower than
 :data:`MIN_SPEED_M_S`).  ``off_route``: participants farther than ``off_route_m``
 from the line (they stay in ``order``: clients grey them out).
-Rule 3 (state and retention).  Per ``(block, slot)``: the last fix seen, its
-distance along and off, its nearest point and chunk, and a reference fix for the
-speed.  It is wiped when the location stops being fresh, the slot or block is
+Rule 3 (state and retention).  Per ``(block, slot)``: the last fix seen (its
+``received_at``, position, distance along and off, nearest point and chunk) and a
+reference fix for the speed.  It is wiped when the location stops being fresh, the slot or block is
 cleared, or the route changes: nothing derived from a location outlives it.
 
 Sans-io: ``now`` is an argument; nothing here reads a clock or does I/O.  Building a
@@ -65,7 +69,7 @@ from ..errors import InvalidRequest, PayloadTooLarge
 from ._geojson import geometry_object
 from ._geojson import positions as parse_positions
 from ._index import IndexArrays
-from ._projection import LocalFrame, frames_forward, great_circle_m, unit_vectors
+from ._projection import LocalFrame, great_circle_m, project, unit_vectors
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
@@ -107,8 +111,9 @@ class Route:
     ``boxes``, the chunks' ``(n_chunks, 4)`` bounds ``x0, y0, x1, y1``;
     ``neighbour_start`` (``n_chunks + 1``) and ``neighbours``, int32, the chunks
     within :data:`NEIGHBOUR_M` of each chunk ``c`` being
-    ``neighbours[neighbour_start[c]:neighbour_start[c + 1]]``; ``tree``, an STRtree of the boxes.  Memory: 16 bytes per point of the whole line,
-    about 90 per point of the search line, and the simplified copy.
+    ``neighbours[neighbour_start[c]:neighbour_start[c + 1]]``; ``tree``, an STRtree
+    of the boxes.  Memory: 16 bytes per point of the whole line, about 90 per point
+    of the search line, and the simplified copy: 0.6 to 0.9 MB for 20,000 points.
     """
 
     lat: FloatArray = field(repr=False)
@@ -438,10 +443,10 @@ def _candidates(
     chunk: IntArray,
 ) -> tuple[IntArray, IntArray]:
     """Every chunk whose box meets the box ``[p - r, p + r]`` of each fix, as pairs
-    ``(fix, global chunk)`` sorted by fix, then chunk.  ``chunk``: the fix's previous chunk (local;
-    -1: none): its neighbours are complete when ``2 r <= NEIGHBOUR_M``, and are read
-    for every such fix at once; the other fixes query their route's tree (``owner``,
-    the route of each fix, sorted)."""
+    ``(fix, global chunk)`` sorted by fix, then chunk.  ``chunk``: the fix's previous
+    chunk (local; -1: none): its neighbours are complete when ``2 r <= NEIGHBOUR_M``,
+    and are read for every such fix at once; the other fixes query their route's
+    tree (``owner``, the route of each fix, sorted)."""
     fix_parts: list[IntArray] = []
     chunk_parts: list[IntArray] = []
     near = np.flatnonzero((chunk >= 0) & (2.0 * r <= NEIGHBOUR_M))
@@ -639,12 +644,12 @@ class RouteIndex:
         self._capacity = 0
         self._block = np.zeros(0, dtype=np.intp)
         self._dirty = np.zeros(0, dtype=bool)
-        self._centre = np.zeros((0, 3))
-        self._east = np.zeros((0, 3))
-        self._north = np.zeros((0, 3))
+        # Per row, the route's frame as columns east, north, centre: a fix's unit
+        # vector times it gives its frame coordinates' ingredients (one matmul).
+        self._frame = np.zeros((0, 3, 3))
         self._state = np.zeros((0, block_size, len(_STATE)))  # NaN: none
         # Every route's search line, concatenated (rebuilt at the first tick after a
-        # route changes: a copy of the search lines, ~30 bytes per point).
+        # route changes: a copy of the search lines, ~65 bytes per search point).
         self._lines: _Lines | None = None
         self._line_of = np.zeros(0, dtype=np.intp)  # row -> route number in _lines
         self._grow(initial_rows)
@@ -654,9 +659,7 @@ class RouteIndex:
         extra = rows - old
         self._block = np.concatenate([self._block, np.full(extra, -1, dtype=np.intp)])
         self._dirty = np.concatenate([self._dirty, np.zeros(extra, dtype=bool)])
-        self._centre = np.concatenate([self._centre, np.zeros((extra, 3))])
-        self._east = np.concatenate([self._east, np.zeros((extra, 3))])
-        self._north = np.concatenate([self._north, np.zeros((extra, 3))])
+        self._frame = np.concatenate([self._frame, np.zeros((extra, 3, 3))])
         pad = np.full((extra, self.block_size, len(_STATE)), np.nan)
         self._state = np.concatenate([self._state, pad])
         self._routes.extend([None] * extra)
@@ -676,9 +679,8 @@ class RouteIndex:
             self._row_of[block] = row
             self._block[row] = block
         self._routes[row] = route
-        self._centre[row] = route.frame.centre
-        self._east[row] = route.frame.east
-        self._north[row] = route.frame.north
+        frame = route.frame
+        self._frame[row] = np.stack([frame.east, frame.north, frame.centre], axis=1)
         self._state[row] = np.nan
         self._dirty[row] = True
         self._lines = None
@@ -755,11 +757,10 @@ class RouteIndex:
     ) -> None:
         fix_i, slot = np.nonzero(new)  # rows ascending: grouped by route
         row = rows[fix_i]
-        block = blocks[fix_i]
         at = received[fix_i, slot]
         last = self._state[row, slot]  # (fixes, fields)
-        units = unit_vectors(arrays.lat[block, slot], arrays.lng[block, slot])
-        x, y = frames_forward(units, self._centre[row], self._east[row], self._north[row])
+        units = unit_vectors(arrays.lat[blocks], arrays.lng[blocks])  # (rows, slots, 3)
+        x, y = project(units @ self._frame[rows], fix_i, slot)
         radius = np.hypot(x - last[:, _QX], y - last[:, _QY]) + ROUTE_AMBIGUITY_M
         radius = np.where(np.isnan(radius), FIRST_SEARCH_M, radius)
         last_chunk = np.where(np.isnan(last[:, _CHUNK]), -1, last[:, _CHUNK]).astype(np.intp)
