@@ -97,8 +97,8 @@ ASSUMED_ACCURACY_M: Final = 20.0  # a fix without accuracy: a typical phone outd
 _NEAR_SLACK_M: Final = 1.0  # the dot-product prefilter's allowance for rounding
 
 _NO_EVENTS: Final = np.zeros((0, 3), dtype=np.intp)
-_REACH, _DEPTH, _MARGIN, _POLYGON = range(4)
-_PARAMS: Final = 4
+_REACH, _DEPTH, _MARGIN = range(3)
+_PARAMS: Final = 3
 _REFINE_M: Final = 0.01  # decisions this close to a threshold get the exact distance
 _REASON_AT = re.compile(r"^(?P<what>.*)\[(?P<x>\S+) (?P<y>\S+)\]$")
 
@@ -391,8 +391,9 @@ class PlaceIndex:
         self._east = np.zeros((0, 3, p))  # the places' frames, like _centre
         self._north = np.zeros((0, 3, p))
         self._cos_near = np.zeros((0, p))
-        # Per place: reach, depth, margin (metres) and 1.0 for a polygon; one gather.
+        # Per place: reach, depth, margin (metres); one gather.
         self._params = np.zeros((0, p, _PARAMS))
+        self._is_polygon = np.zeros((0, p), dtype=bool)
         self._inner = np.zeros((0, p, 2))  # inscribed circle's centre, frame metres
         self._places = np.empty((0, p), dtype=object)
         self._shapes = np.empty((0, p), dtype=object)  # prepared, frame metres; None: circle
@@ -419,6 +420,7 @@ class PlaceIndex:
         self._north = more(self._north, 0.0)
         self._cos_near = more(self._cos_near, 2.0)  # a dot product never reaches 2
         self._params = more(self._params, 0.0)
+        self._is_polygon = more(self._is_polygon, False)
         self._inner = more(self._inner, 0.0)
         self._places = more(self._places, None)
         self._shapes = more(self._shapes, None)
@@ -434,6 +436,7 @@ class PlaceIndex:
         self._block[row] = -1
         self._active[row] = False
         self._params[row] = 0.0
+        self._is_polygon[row] = False
         self._cos_near[row] = 2.0
         self._places[row] = None
         self._shapes[row] = None
@@ -470,12 +473,8 @@ class PlaceIndex:
         self._north[row, :, index] = frame.north
         near_m = place.reach_m + place.margin_m + place.depth_m + _NEAR_SLACK_M
         self._cos_near[row, index] = math.cos(min(near_m / EARTH_RADIUS_M, math.pi))
-        self._params[row, index] = (
-            place.reach_m,
-            place.depth_m,
-            place.margin_m,
-            float(place.is_polygon),
-        )
+        self._params[row, index] = (place.reach_m, place.depth_m, place.margin_m)
+        self._is_polygon[row, index] = place.is_polygon
         self._inner[row, index] = place.inner_xy
         self._places[row, index] = place
         self._shapes[row, index] = place.shape
@@ -496,6 +495,7 @@ class PlaceIndex:
         place: Place = self._places[row, index]
         self._active[row, index] = False
         self._params[row, index] = 0.0
+        self._is_polygon[row, index] = False
         self._cos_near[row, index] = 2.0
         self._places[row, index] = None
         self._shapes[row, index] = None
@@ -556,6 +556,8 @@ class PlaceIndex:
         over ``(blocks with places) x 50 x 20``, exact geometry only for the pairs
         near a place or with state, and shapely only for those near a polygon.
         """
+        if arrays.lat.shape[1] != self.block_size:
+            raise ValueError("the index's block size differs from this one's")
         rows = np.flatnonzero(self._block >= 0)
         if rows.size == 0:
             return _EMPTY_EVENTS
@@ -623,17 +625,17 @@ class PlaceIndex:
         # decide every pair beyond ``reach + margin + need`` (outside, far enough).
         signed = reach - distance
         qualifies = np.where(present, signed <= -(margin + need), signed >= need)
-        exact = np.flatnonzero((params[:, _POLYGON] > 0.0) & (distance <= reach + margin + need))
+        polygon = self._is_polygon.reshape(-1)[row_place]
+        exact = np.flatnonzero(polygon & (distance <= reach + margin + need))
         if exact.size:
             # Frame coordinates of every fix in every place's frame: two more matmuls.
             east = (units @ self._east[rows]).reshape(-1)[dense_at[exact]]
             north = (units @ self._north[rows]).reshape(-1)[dense_at[exact]]
-            x, y = project(np.stack([east, north, dots.reshape(-1)[dense_at[exact]]], axis=1))
+            x, y = project(east, north, dots.reshape(-1)[dense_at[exact]])
             qualifies[exact] = self._polygon_qualifies(
                 x,
                 y,
-                row[exact],
-                place[exact],
+                row_place[exact],
                 present[exact],
                 need[exact],
                 margin[exact],
@@ -656,8 +658,7 @@ class PlaceIndex:
         self,
         x: FloatArray,
         y: FloatArray,
-        row: IntArray,
-        place: IntArray,
+        row_place: IntArray,
         present: BoolArray,
         need: FloatArray,
         margin: FloatArray,
@@ -670,26 +671,21 @@ class PlaceIndex:
         participant (no departure) and a deep enough arrival in numpy.  The others go
         to shapely (prepared ``contains_xy`` and ``dwithin``).
         """
-        inner = self._inner[row, place]
+        inner = self._inner.reshape(-1, 2)[row_place]
         slack = depth - np.hypot(x - inner[:, 0], y - inner[:, 1])
         result = ~present & (slack >= need)
         undecided = np.flatnonzero(~result & ~(present & (slack >= 0.0)))
         if undecided.size == 0:
             return result
         x, y, present = x[undecided], y[undecided], present[undecided]
-        row, place, need, margin = (
-            row[undecided],
-            place[undecided],
-            need[undecided],
-            margin[undecided],
-        )
-        shapes = self._shapes[row, place]
+        row_place, need, margin = row_place[undecided], need[undecided], margin[undecided]
+        shapes = self._shapes.reshape(-1)[row_place]
         inside = shapely.contains_xy(shapes, x, y)
         decided = np.zeros(x.shape, dtype=bool)
         # Arrival side: inside, and the boundary no nearer than ``need``.
         check = ~present & inside
         if check.any():
-            boundaries = self._boundaries[row[check], place[check]]
+            boundaries = self._boundaries.reshape(-1)[row_place[check]]
             points = shapely.points(x[check], y[check])
             decided[check] = ~shapely.dwithin(boundaries, points, need[check])
         # Departure side: outside, and the polygon no nearer than ``margin + need``.

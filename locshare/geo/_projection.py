@@ -143,12 +143,10 @@ class LocalFrame:
         return lat_lng(units)
 
 
-def project(components: FloatArray, *index: npt.NDArray[np.intp]) -> tuple[FloatArray, FloatArray]:
-    """``x, y`` from ``components[..., :] = (u . east, u . north, u . centre)`` (a unit
-    vector against a frame's axes: a batched matmul computes them for many frames at
-    once), taken at ``components[index]``."""
-    picked = components[index] if index else components
-    a, b, w = picked[..., 0], picked[..., 1], picked[..., 2]
+def project(a: FloatArray, b: FloatArray, w: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """``x, y`` in a frame from a unit vector's components along the frame's east,
+    north and centre axes (``u . east``, ``u . north``, ``u . centre``): a batched
+    matmul computes those for many fixes and frames at once."""
     h = np.hypot(a, b)
     angle = np.arctan2(h, w)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -725,6 +725,8 @@ class RouteIndex:
 
         ``arrays``: :meth:`GeoIndex.arrays`, taken for this tick; ``now``: the same
         monotonic time as the index's ``received_at``."""
+        if arrays.lat.shape[1] != self.block_size:
+            raise ValueError("the index's block size differs from this one's")
         rows = np.flatnonzero(self._block >= 0)
         if rows.size == 0:
             return []
@@ -760,7 +762,8 @@ class RouteIndex:
         at = received[fix_i, slot]
         last = self._state[row, slot]  # (fixes, fields)
         units = unit_vectors(arrays.lat[blocks], arrays.lng[blocks])  # (rows, slots, 3)
-        x, y = project(units @ self._frame[rows], fix_i, slot)
+        components = (units @ self._frame[rows])[fix_i, slot]  # (fixes, 3)
+        x, y = project(components[:, 0], components[:, 1], components[:, 2])
         radius = np.hypot(x - last[:, _QX], y - last[:, _QY]) + ROUTE_AMBIGUITY_M
         radius = np.where(np.isnan(radius), FIRST_SEARCH_M, radius)
         last_chunk = np.where(np.isnan(last[:, _CHUNK]), -1, last[:, _CHUNK]).astype(np.intp)
