@@ -40,17 +40,20 @@ ROAD_STEP_M = 100.0
 
 def timed(
     fn: Callable[[], object], repeat: int, setup: Callable[[], object] | None = None
-) -> tuple[float, float]:
-    """Median and p95 in ms of ``fn`` (``setup`` runs before each call, untimed)."""
-    samples = []
+) -> tuple[float, float, float]:
+    """Median and p95 wall ms of ``fn``, and its median CPU ms (this process: less
+    sensitive to other work on a shared machine).  ``setup`` runs before each call,
+    untimed."""
+    wall, cpu = [], []
     for _ in range(repeat):
         if setup is not None:
             setup()
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
-        samples.append((time.perf_counter() - start) * 1000)
-    samples.sort()
-    return statistics.median(samples), samples[int(0.95 * (len(samples) - 1))]
+        cpu.append((time.process_time() - start_cpu) * 1000)
+        wall.append((time.perf_counter() - start) * 1000)
+    wall.sort()
+    return statistics.median(wall), wall[int(0.95 * (len(wall) - 1))], statistics.median(cpu)
 
 
 def centres(sessions: int, rng: np.random.Generator) -> list[tuple[float, float]]:
@@ -195,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(0)
     world = World(args, rng)
     world.move()
-    rows: list[tuple[str, float, float]] = []
+    rows: list[tuple[str, float, float, float]] = []
 
     def places_case(name: str, places: list[list[Place]], moving: bool) -> PlaceIndex:
         index = place_index(world, places)
@@ -293,8 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         inside = shapely.contains_xy(g, sx, sy)
         _ = np.where(inside, 1, -1) * shapely.distance(b, shapely.points(sx, sy))
 
-    numpy_ms, _ = timed(circles_numpy, 5)
-    shapely_ms, _ = timed(circles_shapely, 2)
+    numpy_ms = timed(circles_numpy, 5)[2]
+    shapely_ms = timed(circles_shapely, 2)[2]
 
     # The convoy through shapely's own functions, per session.
     lines = [shapely.linestrings(*r.frame.forward(r.lat, r.lng)) for r in world.routes]
@@ -324,10 +327,10 @@ def main(argv: list[str] | None = None) -> int:
         f" ({fixes:,} fresh fixes per tick), {args.places} places each,"
         f" routes of {args.route_points:,} points"
     )
-    print(f"{'case':<40} {'median ms':>10} {'p95 ms':>8}")
-    for name, median, p95 in rows:
-        print(f"{name:<40} {median:>10.1f} {p95:>8.1f}")
-    print(f"alternatives, every pair ({pairs:,} fix x place pairs, all near):")
+    print(f"{'case':<40} {'median ms':>10} {'p95 ms':>8} {'cpu ms':>8}")
+    for name, median, p95, cpu in rows:
+        print(f"{name:<40} {median:>10.1f} {p95:>8.1f} {cpu:>8.1f}")
+    print(f"alternatives, every pair ({pairs:,} fix x place pairs, all near; cpu ms):")
     print(f"  circles, numpy great-circle distance      {numpy_ms:>8.1f} ms")
     print(f"  circles as 64-gons, shapely contains+dist {shapely_ms:>8.1f} ms")
     print(

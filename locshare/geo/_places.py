@@ -46,14 +46,16 @@ its state for every place is wiped, and a presence it had is reported in
 ``PlaceEvents.expired``: nothing derived from a location outlives it.  A removed
 place, a freed slot or block forgets its state silently (the runtime knows).
 
-Evaluation, once per tick for every block with places: the dot products of every new
+Evaluation, once per tick for every block with places: the dot products of every
 fix's unit vector with every place centre (one batched matmul) drop the pairs that are
 far from the place and carry no state.  For the rest, a circle's signed distance is
-``radius - great-circle distance`` (numpy, exact); a polygon beyond ``reach + margin +
-need`` of its centre is decided by that bound, and nearer ones go to shapely in the
-place's frame (prepared ``contains_xy`` and ``dwithin``).  Circles in numpy were
-measured 50x faster than the same circles as 64-gons through shapely
-(``benchmarks/geo_places.py``).
+``radius - great-circle distance`` (numpy, from the same dot products: millimetres;
+a decision within a centimetre of its threshold is recomputed exactly).  A polygon
+pair is decided in numpy when the fix is beyond ``reach + margin + need`` of the
+centre (outside, far enough) or inside the largest inscribed circle (inside, with a
+known least depth); the rest go to shapely in the place's frame (prepared
+``contains_xy`` and ``dwithin``).  Circles in numpy were measured about 50 times faster
+than the same circles as 64-gons through shapely (``benchmarks/geo_places.py``).
 
 Sans-io: ``now`` is an argument; nothing here reads a clock or does I/O.
 """
