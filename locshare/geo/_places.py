@@ -520,7 +520,10 @@ class PlaceIndex:
             self._release(block, row)
 
     def clear_slot(self, block: int, slot: int) -> None:
-        """Forget a participant's state at every place (the participant left)."""
+        """Forget a participant's state at every place (the participant left).
+
+        Call it with ``GeoIndex.free_slot``: a location still in the index would count
+        as a new fix."""
         row = self._row_of.get(block)
         if row is not None:
             self._present[row, slot] = False

@@ -707,7 +707,8 @@ class RouteIndex:
     clear_block = clear_route
 
     def clear_slot(self, block: int, slot: int) -> None:
-        """Forget a participant's state (the participant left)."""
+        """Forget a participant's state (the participant left).  Call it with
+        ``GeoIndex.free_slot``: a location still in the index would count as a new fix."""
         row = self._row_of.get(block)
         if row is not None:
             self._state[row, slot] = np.nan
