@@ -86,6 +86,24 @@ class TickResult:
 
 
 @dataclass(frozen=True, slots=True)
+class IndexArrays:
+    """Read-only views of the index's fields, each ``(capacity_blocks, block_size)``,
+    for the other per-tick computations (places, the convoy).
+
+    Views: they see later updates, and they are stale once the index grows (its
+    arrays are replaced), so take them afresh each tick.  NaN where a slot is empty.
+    """
+
+    lat: FloatArray
+    lng: FloatArray
+    accuracy: FloatArray
+    heading: FloatArray
+    speed: FloatArray
+    received_at: FloatArray
+    ttl_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class IndexStatistics:
     capacity_blocks: int
     blocks_in_use: int
@@ -328,6 +346,20 @@ class GeoIndex:
             blocks_in_use=in_use,
             slots_in_use=slots,
             fresh_locations=int((~np.isnan(self._data[RECEIVED_AT])).sum()),
+        )
+
+    def arrays(self) -> IndexArrays:
+        """Read-only views of the fields (see :class:`IndexArrays`)."""
+        view = self._data.view()
+        view.flags.writeable = False
+        return IndexArrays(
+            lat=view[LAT],
+            lng=view[LNG],
+            accuracy=view[ACCURACY],
+            heading=view[HEADING],
+            speed=view[SPEED],
+            received_at=view[RECEIVED_AT],
+            ttl_s=self.ttl_s,
         )
 
     def raw_values(self) -> FloatArray:

@@ -208,3 +208,20 @@ def test_sans_io_cores_import_without_trio() -> None:
         [sys.executable, "-c", code], check=True, capture_output=True, text=True
     )
     assert "locshare.proto._messages" in result.stdout.split()
+
+
+def test_arrays_are_read_only_views_of_the_fields() -> None:
+    index = GeoIndex(ttl_s=TTL, initial_blocks=1)
+    block = index.allocate_block()
+    slot = index.allocate_slot(block)
+    arrays = index.arrays()
+    index.update(block, slot, 1.0, 2.0, received_at=5.0, accuracy=3.0, speed=4.0)
+    # Views: they see the update made after they were taken.
+    assert (arrays.lat[block, slot], arrays.lng[block, slot]) == (1.0, 2.0)
+    assert (arrays.accuracy[block, slot], arrays.speed[block, slot]) == (3.0, 4.0)
+    assert arrays.received_at[block, slot] == 5.0 and arrays.ttl_s == TTL
+    assert np.isnan(arrays.heading[block, slot])
+    with pytest.raises(ValueError, match="read-only"):
+        arrays.lat[block, slot] = 0.0
+    index.allocate_block()  # grows: the arrays are replaced, take them again
+    assert index.arrays().lat.shape == (2, index.block_size)
