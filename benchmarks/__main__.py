@@ -1,9 +1,13 @@
 """``python -m benchmarks``: the locshare benchmark suite (see benchmarks/README.md).
 
 python -m benchmarks run SCENARIO [--quick] [--target URL] [--out DIR] [--duration S]
-python -m benchmarks compare [--quick] [--duration S]
+                                  [--workers N | --nodes N [--sticky | --split]]
+python -m benchmarks run realistic [--quick] [--participants N] [--compare-fixed]
+python -m benchmarks cluster [--quick] [--duration S] [--workers N] [--sticky] [--split]
+                             [--fixed-window]
+python -m benchmarks compare [--quick] [--duration S] [--workers N]
 python -m benchmarks report [--markdown | --update-readme README.md]
-python -m benchmarks k6 [--quick]
+python -m benchmarks k6 [--quick] [--workers N]
 python -m benchmarks wire      (cost of the load client's frame parsing)
 """
 
@@ -17,13 +21,28 @@ from pathlib import Path
 from ._scenarios import FULL
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _common(parser: argparse.ArgumentParser, *, server_workers: bool = True) -> None:
     parser.add_argument("--quick", action="store_true", help="small and short: under a minute")
     parser.add_argument("--duration", type=float, help="active seconds (caps the full durations)")
     parser.add_argument(
         "--out", type=Path, help="output directory (default benchmarks/results/<name>-<time>)"
     )
-    parser.add_argument("--workers", type=int, help="load processes (default: one per load CPU)")
+    if server_workers:
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=1,
+            help="locshare serve --workers N (a supervisor, N workers, a private Redis; "
+            "nothing pinned: server and load share every core)",
+        )
+    parser.add_argument(
+        "--load-workers", type=int, help="load processes (default: one per load CPU)"
+    )
+    parser.add_argument(
+        "--speed-repeats",
+        type=int,
+        help="runs of the speed reference loop (default 3, best kept; 0: not measured)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress line")
 
 
@@ -43,7 +62,79 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--sessions", type=int, help="override the number of sessions")
     run.add_argument("--per-session", type=int, help="override participants per session")
     run.add_argument("--interval", type=float, help="override seconds between updates")
+    run.add_argument(
+        "--participants",
+        type=int,
+        help="realistic: override the participants (grouped by its power law)",
+    )
+    run.add_argument(
+        "--compare-fixed",
+        action="store_true",
+        help="realistic: then the same workload with clients that ignore update_interval "
+        "and send every 2 s (the clients before issue 15), against a fresh server; "
+        "both legs and the ratios in one report",
+    )
     run.add_argument("--separate-db", action="store_true", help="PostgreSQL on the load CPUs")
+    run.add_argument(
+        "--nodes",
+        type=int,
+        help="N separate locshare serve processes on the same ports (SO_REUSEPORT), one "
+        "Redis and one PostgreSQL started here (node-kill, partition: 2)",
+    )
+    placement = run.add_mutually_exclusive_group()
+    placement.add_argument(
+        "--sticky",
+        dest="node_placement",
+        action="store_const",
+        const="sticky",
+        default="shared",
+        help="with --nodes: each node on ports of its own, every participant of a session "
+        "on the node a hash of the session id picks (no session spans two nodes)",
+    )
+    placement.add_argument(
+        "--split",
+        dest="node_placement",
+        action="store_const",
+        const="split",
+        help="with --nodes: each node on ports of its own, member j of every session on "
+        "node j mod N (every session spans every node)",
+    )
+
+    cluster = sub.add_parser(
+        "cluster",
+        help="the same convoy-10k load against 1 process, then against N workers, one table",
+    )
+    _common(cluster, server_workers=False)
+    cluster.add_argument(
+        "--workers", type=int, default=2, help="workers of the second leg (default 2)"
+    )
+    cluster.add_argument("--sessions", type=int, help="override the number of sessions")
+    cluster.add_argument("--per-session", type=int, help="override participants per session")
+    cluster.add_argument("--interval", type=float, help="override seconds between updates")
+    cluster.add_argument(
+        "--single-pinned",
+        action="store_true",
+        help="pin the 1-process leg as `run` does (server on the first CPU, load on the "
+        "other) instead of sharing the cores like the workers' leg",
+    )
+    cluster.add_argument(
+        "--sticky",
+        action="store_true",
+        help="a third leg: as many separate nodes as workers, on ports of their own, every "
+        "participant of a session on one node (a hash of the session id), one Redis",
+    )
+    cluster.add_argument(
+        "--fixed-window",
+        action="store_true",
+        help="every server's flush window fixed at flush_interval_ms (100 ms) instead of "
+        "following the load: the legs' CPU per delivery then compare at the same batching",
+    )
+    cluster.add_argument(
+        "--split",
+        action="store_true",
+        help="one more leg: the same nodes, member j of every session on node j mod N "
+        "(the control for --sticky: only the placement differs)",
+    )
 
     compare = sub.add_parser("compare", help="locshare against reference systems, same workload")
     _common(compare)
@@ -74,23 +165,59 @@ def main(argv: list[str] | None = None) -> int:
         from ._commands import run_scenario
         from ._run import RunOptions
 
+        if args.workers > 1 and (args.nodes or 1) > 1:
+            parser.error("--workers and --nodes are two different shapes: pick one")
+        if args.node_placement != "shared" and (args.nodes or 1) < 2:
+            parser.error(f"--{args.node_placement} places participants on nodes: add --nodes N")
         opts = RunOptions(
             quick=args.quick,
             target=args.target,
             server_pid=args.server_pid,
             out=args.out,
             duration_s=args.duration,
-            workers=args.workers,
+            workers=args.load_workers,
             sessions=args.sessions,
             per_session=args.per_session,
             interval_s=args.interval,
             separate_db=args.separate_db,
             progress=not args.no_progress,
+            server_workers=args.workers,
+            nodes=args.nodes,
+            node_placement=args.node_placement,
+            speed_repeats=args.speed_repeats,
+            participants=args.participants,
+            compare_fixed=args.compare_fixed,
         )
         out, result = run_scenario(args.scenario, opts)
         print(summary_line(result))
         print(f"results: {out}")
         return 0 if result.get("valid") or result.get("skipped") else 1
+    if args.command == "cluster":
+        from ._cluster import run_cluster
+        from ._run import RunOptions
+
+        opts = RunOptions(
+            quick=args.quick,
+            out=args.out,
+            duration_s=args.duration,
+            workers=args.load_workers,
+            sessions=args.sessions,
+            per_session=args.per_session,
+            interval_s=args.interval,
+            progress=not args.no_progress,
+            server_workers=args.workers,
+            speed_repeats=args.speed_repeats,
+        )
+        out, summary = run_cluster(
+            opts,
+            single_pinned=args.single_pinned,
+            sticky=args.sticky,
+            split=args.split,
+            fixed_window=args.fixed_window,
+        )
+        print(summary_line(summary))
+        print(f"results: {out}")
+        return 0 if all(leg.get("valid") for leg in summary["legs"]) else 1
     if args.command == "compare":
         from ._compare import run_compare
         from ._run import RunOptions
@@ -99,8 +226,10 @@ def main(argv: list[str] | None = None) -> int:
             quick=args.quick,
             out=args.out,
             duration_s=args.duration,
-            workers=args.workers,
+            workers=args.load_workers,
             progress=not args.no_progress,
+            server_workers=args.workers,
+            speed_repeats=args.speed_repeats,
         )
         out = run_compare(opts, args.systems.split(","))
         print(f"results: {out}")
@@ -130,7 +259,13 @@ def main(argv: list[str] | None = None) -> int:
         from ._run import RunOptions
 
         opts = RunOptions(
-            quick=args.quick, out=args.out, duration_s=args.duration, progress=not args.no_progress
+            quick=args.quick,
+            out=args.out,
+            duration_s=args.duration,
+            workers=args.load_workers,
+            progress=not args.no_progress,
+            server_workers=args.workers,
+            speed_repeats=args.speed_repeats,
         )
         out = run_k6(opts)
         print(f"results: {out}")
@@ -146,6 +281,18 @@ def main(argv: list[str] | None = None) -> int:
 def summary_line(r: dict[str, object]) -> str:
     if r.get("skipped"):
         return f"{r['scenario']}: skipped ({r['skipped']})"
+    if r.get("scenario") == "cluster":
+        from ._cluster import cluster_summary_line
+
+        return cluster_summary_line(r)
+    if r.get("scenario") == "realistic":
+        from ._realistic import summary_line as realistic_summary_line
+
+        return realistic_summary_line(r)
+    if r.get("scenario") == "rest":
+        from .rest import rest_summary_line
+
+        return rest_summary_line(r)
     if "latency_ms" not in r:  # compare and k6: one summary per system
         systems = r.get("systems")
         parts = (
@@ -161,13 +308,33 @@ def summary_line(r: dict[str, object]) -> str:
     lat = r["latency_ms"]
     con = r["connections"]
     assert isinstance(lat, dict) and isinstance(con, dict)
-    return (
+    from ._report import _short_shape
+    from ._speed import label
+
+    shape = _short_shape(r)
+    line = (
         f"{r['scenario']}: {con['opened']}/{con['target']} connected, "
         f"p50/p95/p99 {lat['p50']}/{lat['p95']}/{lat['p99']} ms, delivery {r['delivery_ratio']}, "
-        f"server CPU {r['server_cpu_pct']} %, RSS peak {r['server_rss_mb_peak']} MB "
+        f"server CPU {r['server_cpu_pct']} %{f' ({shape})' if shape else ''}, "
+        f"RSS peak {r['server_rss_mb_peak']} MB "
         f"({r['rss_kb_per_connection']} KB/conn idle), client CPU {r['load_client_cpu_pct']} %, "
         f"valid={r['valid']}" + (f" ({r['invalid_reason']})" if r.get("invalid_reason") else "")
     )
+    kill = r.get("node_kill")
+    if isinstance(kill, dict):
+        line += (
+            f"; {kill['killed_node']} killed: everyone receiving again after "
+            f"{kill['recovery_s']} s, {kill['updates_lost_around_fault']} deliveries missed"
+        )
+    cut = r.get("partition")
+    if isinstance(cut, dict):
+        line += (
+            f"; Redis link cut: same-node delivery {cut['same_node_delivery_during_cut']}, "
+            f"cross-node {cut['cross_node_delivery_during_cut']}, normal again "
+            f"{cut['recovered_after_heal_s']} s after the heal"
+        )
+    machine = r.get("machine")
+    return line + (f"; {label(machine)}" if isinstance(machine, dict) else "")
 
 
 if __name__ == "__main__":

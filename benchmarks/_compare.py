@@ -23,9 +23,10 @@ from typing import Any
 
 import trio
 
-from . import _load, _report, _run
+from . import _load, _report, _run, _server, _speed
+from ._commands import make_system
 from ._scenarios import Scenario, compare_workload
-from ._systems import REFERENCES, LocshareSystem, System, SystemUnavailable
+from ._systems import REFERENCES, System, SystemUnavailable
 
 LABELS = {
     "locshare": "locshare",
@@ -55,7 +56,7 @@ def _reference_participants(sc: Scenario, system: System) -> list[_load.Particip
 def run_one(key: str, sc: Scenario, opts: _run.RunOptions, out: Path) -> dict[str, Any]:
     progress = _run.Progress(f"compare {key}", opts.progress)
     try:
-        system: System = LocshareSystem() if key == "locshare" else REFERENCES[key]()
+        system: System = make_system(opts) if key == "locshare" else REFERENCES[key]()
     except SystemUnavailable as exc:
         progress.note(f"skipped: {exc}")
         return {"system": LABELS[key], "key": key, "skipped": str(exc)}
@@ -79,6 +80,11 @@ def run_compare(opts: _run.RunOptions, keys: list[str]) -> Path:
     sc = compare_workload(quick=opts.quick, duration_s=opts.duration_s)
     out = opts.out or _report.default_out("compare")
     out.mkdir(parents=True, exist_ok=True)
+    _speed.reference(opts.speed_repeats)  # before any server starts
+    if opts.server_workers > 1:
+        # locshare's workers cannot be held to one core: nobody is pinned, so that the
+        # systems are compared in the same placement.
+        _server.share_cores()
     results = [run_one(key.strip(), sc, opts, out) for key in keys if key.strip()]
     rows = [_row(r) for r in results]
     summary: dict[str, Any] = {
@@ -92,6 +98,7 @@ def run_compare(opts: _run.RunOptions, keys: list[str]) -> Path:
             "duration_s": sc.duration_s,
         },
         "machine": _run.machine(),
+        "placement": _server.placement(),
         "systems": rows,
     }
     (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -189,8 +196,13 @@ def compare_markdown(summary: dict[str, Any], plot: str | None) -> str:
     lines = [
         f"# Compare: {summary['title']}",
         "",
-        f"Started {summary['started_at']} on {m['cpu_model']}, {m['cores']} cores; every server pinned to "
-        f"one core, the load on the rest; {p['duration_s']:g} s active.",
+        f"Started {summary['started_at']} on {m['cpu_model']}, {m['cores']} cores, {_speed.label(m)}; "
+        + (
+            "nothing pinned (locshare ran with --workers): servers and load share every core"
+            if summary.get("placement", {}).get("shared")
+            else "every server pinned to one core, the load on the rest"
+        )
+        + f"; {p['duration_s']:g} s active.",
         "",
         compare_table(summary),
         COMPARE_TEXT.format(

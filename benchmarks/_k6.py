@@ -20,11 +20,11 @@ from typing import Any
 
 import psutil
 
-from . import _report, _run
-from ._commands import run_locshare
+from . import _report, _run, _speed
+from ._commands import make_system, run_locshare
 from ._scenarios import scenario
 from ._server import pin_self_to_load_cpus
-from ._systems import LocshareSystem
+from ._systems import System
 
 SCRIPT = Path(__file__).parent / "k6" / "baseline.js"
 SETTLE_S = 5.0
@@ -43,15 +43,16 @@ def run_k6(opts: _run.RunOptions) -> Path:
     sc = scenario("baseline", quick=opts.quick, duration_s=opts.duration_s)
     out = opts.out or _report.default_out("k6")
     out.mkdir(parents=True, exist_ok=True)
+    _speed.reference(opts.speed_repeats)  # before any server starts
     pin_self_to_load_cpus()
     progress = _run.Progress("k6", opts.progress)
-    system = LocshareSystem()
+    system = make_system(opts)
     try:
         progress.note(f"k6 baseline: {sc.per_session} participants, {sc.duration_s:g} s")
         k6 = _run_k6_once(binary, system, sc.per_session, sc.interval_s, sc.duration_s, out)
     finally:
         system.stop()
-    system = LocshareSystem()
+    system = make_system(opts)
     try:
         progress.note("the same with our load client")
         ours = run_locshare(dataclasses.replace(sc), system, opts, progress)
@@ -67,14 +68,16 @@ def run_k6(opts: _run.RunOptions) -> Path:
     }
     (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     table = k6_table(summary)
-    (out / "report.md").write_text(f"# k6 cross-check of `baseline`\n\n{table}\n{K6_TEXT}")
+    (out / "report.md").write_text(
+        f"# k6 cross-check of `baseline`\n\n{_speed.label(ours['machine'])}.\n\n{table}\n{K6_TEXT}"
+    )
     print(table)
     return out
 
 
 def _run_k6_once(
     binary: str,
-    system: LocshareSystem,
+    system: System,
     participants: int,
     interval_s: float,
     duration_s: float,
@@ -105,7 +108,7 @@ def _run_k6_once(
         f"DRAIN_S={DRAIN_S:g}",
         str(SCRIPT),
     ]
-    server = system.server_process()
+    servers = list(system.server_processes().values())  # with --workers: all of them
     samples: list[tuple[float, float, float, int]] = []  # t, server cpu, k6 cpu, server rss
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     k6 = psutil.Process(proc.pid)
@@ -114,15 +117,13 @@ def _run_k6_once(
     def sample() -> None:
         while not stop.wait(1.0):
             try:
-                st, kt = server.cpu_times() if server else None, k6.cpu_times()
-                samples.append(
-                    (
-                        time.time(),
-                        (st.user + st.system) if st else 0.0,
-                        kt.user + kt.system,
-                        server.memory_info().rss if server else 0,
-                    )
-                )
+                kt = k6.cpu_times()
+                server_cpu = server_rss = 0.0
+                for server in servers:
+                    st = server.cpu_times()
+                    server_cpu += st.user + st.system
+                    server_rss += server.memory_info().rss
+                samples.append((time.time(), server_cpu, kt.user + kt.system, int(server_rss)))
             except psutil.Error:
                 pass
 

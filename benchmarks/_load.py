@@ -53,13 +53,16 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any, Final
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import trio
 
 from . import _wire as w
+
+if TYPE_CHECKING:
+    from ._realistic import RealisticPlan
 
 RECV_BYTES: Final = 262144
 SEND_TICK_S: Final = 0.005
@@ -83,6 +86,8 @@ class Participant:
     decode: bool = False  # a timing receiver
     steady: bool = True  # connected for the whole measurement: counts in the ratio
     sends: bool = True
+    node: int = 0  # which server node its URL points at (distinct addresses or ports)
+    session_id: str = ""  # the server's id of its session (sticky placement hashes it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +97,10 @@ class ChurnSlot:
 
     session: int
     session_id: str
+    # Sticky placement: the node its session lives on, and that node's WebSocket
+    # host:port (replaces the one in the URL the join returns).  None: that URL as is.
+    node: int = 0
+    ws_endpoint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +122,12 @@ class WorkerPlan:
     buckets: bool = False  # per-send-second accounting (fault, lossy)
     settle_s: float = 1.0
     seed: int = 0
+    # user id -> node, for the sessions of this worker (partition): with ``buckets``,
+    # entries are also counted per (sender's node, receiver's node), presence per node.
+    node_of: dict[str, int] = field(default_factory=dict)
+    # The realistic scenario (movement, visibility, joins and leaves, obeying the
+    # server's update_interval): run by benchmarks._realistic_load's worker instead.
+    realistic: RealisticPlan | None = None
 
 
 @dataclass
@@ -189,6 +204,7 @@ class Tick:
     frames: int
     reconnects: int
     latency_ms: bytes  # array('f') of the samples since the last tick
+    age_ms: bytes = b""  # realistic: array('f') of position-age samples since the last tick
 
 
 class HandshakeRefused(Exception):
@@ -242,6 +258,13 @@ def _host_port(url: str) -> tuple[str, int]:
     parts = urlsplit(url if "://" in url else "tcp://" + url)
     host = parts.hostname or "127.0.0.1"
     return ("127.0.0.1" if host == "localhost" else host), parts.port or 80
+
+
+def with_endpoint(url: str, endpoint: str) -> str:
+    """``url`` with its host and port replaced by ``endpoint`` (``host:port``); path,
+    query (the token) and fragment kept."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, endpoint, parts.path, parts.query, parts.fragment))
 
 
 # --- protocols ------------------------------------------------------------------------
@@ -410,7 +433,7 @@ class Worker:
         self.pipe = pipe
         self.codec = CODECS[plan.protocol](plan)
         self.rng = random.Random(plan.seed)
-        self.conns = [Conn(p, self.rng) for p in plan.participants]
+        self.conns = [self.new_conn(p) for p in plan.participants]
         self.by_fd: dict[int, Conn] = {}
         self.ep_prompt = select.epoll()
         self.ep_count = select.epoll()
@@ -426,6 +449,11 @@ class Worker:
         self.iso_checked = 0
         self.sent_buckets: Counter[tuple[int, int]] = Counter()
         self.recv_buckets: Counter[tuple[int, int]] = Counter()
+        # (session, send second, sender node) and (..., sender node, receiver node)
+        self.sent_links: Counter[tuple[int, int, int]] = Counter()
+        self.recv_links: Counter[tuple[int, int, int, int]] = Counter()
+        # (second, receiver node, online): presence notices timing receivers got
+        self.presence: Counter[tuple[int, int, bool]] = Counter()
         self.send_errors = 0
         self.t0 = math.inf
         self.t_stop = math.inf
@@ -436,6 +464,10 @@ class Worker:
         self.start_event = trio.Event()
         self.close_event = trio.Event()
         self.initial_connects = 0
+
+    def new_conn(self, p: Participant) -> Conn:
+        """A participant's connection state (a subclass may carry more)."""
+        return Conn(p, self.rng)
 
     # --- pipe ---------------------------------------------------------------------------
     def post(self, name: str, payload: Any) -> None:
@@ -487,12 +519,16 @@ class Worker:
             steady_open: Counter[int] = Counter(
                 c.p.session for c in self.conns if c.p.steady and c.up
             )
+            steady_nodes: Counter[tuple[int, int]] = Counter(
+                (c.p.session, c.p.node) for c in self.conns if c.p.steady and c.up
+            )
             self.post(
                 "ready",
                 {
                     "connect_ms": list(self.connect_ms),
                     "errors": dict(self.connect_errors),
                     "steady_open": dict(steady_open),
+                    "steady_open_nodes": list(steady_nodes.items()),
                     "failed": sum(1 for c in self.conns if c.failed),
                 },
             )
@@ -626,8 +662,7 @@ class Worker:
                 if c.outages and c.outages[-1].back_at is None:
                     c.outages[-1].back_at = now
             elif kind == w.K_TEXT:
-                if c.p.decode:
-                    self._check_text(c, buf[start:end])
+                self._text(c, buf, start, end)
             elif kind == w.K_CLOSE:
                 code = w.ws_close_code(buf[start:end])
                 if not c.closing:
@@ -637,12 +672,18 @@ class Worker:
             elif kind == w.K_PING:
                 self._write(c, self.codec.pong(buf[start:end]))
 
+    def _text(self, c: Conn, buf: bytes, start: int, end: int) -> None:
+        """A text frame other than ``locations``: timing receivers check its ids."""
+        if c.p.decode:
+            self._check_text(c, buf[start:end])
+
     def _decode_updates(self, c: Conn, payload: bytes, now: float) -> None:
         entries = w.decode_entries(payload, self.codec.reference)
         c.entries += len(entries)
         own = c.user_id
         samples = self.latency
         buckets = self.plan.buckets and c.p.steady
+        node_of = self.plan.node_of
         for entry in entries:
             sent_at = w.parse_stamp(entry["timestamp"])  # type: ignore[arg-type]
             samples.append((now - sent_at) * 1000.0)
@@ -650,6 +691,9 @@ class Worker:
                 c.echoes += 1
             if buckets:
                 self.recv_buckets[(c.p.session, int(sent_at))] += 1
+                if node_of:
+                    sender = node_of.get(str(entry["user_id"]), -1)
+                    self.recv_links[(c.p.session, int(sent_at), sender, c.p.node)] += 1
         self._check_ids(c, entries)
 
     def _check_ids(self, c: Conn, entries: list[dict[str, Any]]) -> None:
@@ -671,6 +715,8 @@ class Worker:
             return
         if message.get("type") in ("participant_joined", "participant_left", "presence"):
             self._check_ids(c, [data])
+            if message["type"] == "presence" and self.plan.node_of:
+                self.presence[(int(time.time()), c.p.node, bool(data.get("online")))] += 1
         elif message.get("type") == "session_state":
             self._check_ids(c, data.get("participants", []))
 
@@ -735,6 +781,8 @@ class Worker:
                     c.sent += 1
                     if send_buckets:
                         self.sent_buckets[(c.p.session, int(t))] += 1
+                        if plan.node_of:
+                            self.sent_links[(c.p.session, int(t), c.p.node)] += 1
             if heap:
                 await trio.sleep(max(SEND_TICK_S, min(heap[0][0], self.t_stop) - time.time()))
 
@@ -815,14 +863,17 @@ class Worker:
             joined = orjson.loads(answer)
             ids.append(joined["user_id"])
             self.rosters.setdefault(slot.session, set()).add(joined["user_id"])
+            url = f"{joined['websocket_url']}?token={joined['websocket_token']}"
             p = Participant(
                 index=-1,
                 session=slot.session,
                 user_id=joined["user_id"],
-                url=f"{joined['websocket_url']}?token={joined['websocket_token']}",
+                url=with_endpoint(url, slot.ws_endpoint) if slot.ws_endpoint else url,
                 decode=True,
                 steady=False,
                 sends=True,
+                node=slot.node,
+                session_id=slot.session_id,
             )
             c = Conn(p, rng)
             c.sending = False
@@ -879,6 +930,9 @@ class Worker:
             "gave_up": sum(1 for c in self.conns if c.stop and not c.closing),
             "sent_buckets": list(self.sent_buckets.items()),
             "recv_buckets": list(self.recv_buckets.items()),
+            "sent_links": list(self.sent_links.items()),
+            "recv_links": list(self.recv_links.items()),
+            "presence": list(self.presence.items()),
             "send_errors": self.send_errors,
             "connect_errors": dict(self.connect_errors),
             "churn_connect_ms": self.connect_ms[self.initial_connects :],
@@ -942,8 +996,13 @@ def _describe(exc: BaseException) -> str:
 
 def worker_main(plan: WorkerPlan, pipe: Connection) -> None:
     """Entry point of a worker process."""
+    worker_type: type[Worker] = Worker
+    if plan.realistic is not None:
+        from ._realistic_load import RealisticWorker
+
+        worker_type = RealisticWorker
     try:
-        trio.run(Worker(plan, pipe).run)
+        trio.run(worker_type(plan, pipe).run)
     except KeyboardInterrupt:
         pass
     finally:

@@ -215,32 +215,119 @@ def lossy_link() -> Iterator[Link]:
                 "0ms",
             )
         else:
-            ctx = multiprocessing.get_context("spawn")
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=relay_main, args=(dev_a, dev_b, child, tag), daemon=True)
-            proc.start()
-            child.close()
-            if not parent.poll(10) or parent.recv() != "ready":
-                raise RuntimeError("the userspace link relay did not start")
-            link = Link("userspace (TUN relay)", netns, dev_a, dev_b, parent, proc)
-            _sh("ip", "link", "set", dev_b, "netns", netns)
-        _sh("ip", "addr", "add", CLIENT_IP, "peer", SERVER_IP, "dev", dev_a)
-        _sh("ip", "link", "set", dev_a, "up")
-        inside = ["ip", "netns", "exec", netns]
-        _sh(*inside, "ip", "addr", "add", SERVER_IP, "peer", CLIENT_IP, "dev", dev_b)
-        _sh(*inside, "ip", "link", "set", dev_b, "up")
-        _sh(*inside, "ip", "link", "set", "lo", "up")
+            link = _tun_relay(netns, dev_a, dev_b, tag)
+        _address(netns, dev_a, CLIENT_IP, dev_b, SERVER_IP)
         yield link
     finally:
-        if link is not None and link.proc is not None:
-            with contextlib.suppress(Exception):
-                if link.pipe is not None:
-                    link.pipe.send(None)
-            link.proc.join(timeout=5)
-            if link.proc.is_alive():
-                link.proc.kill()
+        _stop_relay(link)
         _sh("ip", "netns", "del", netns, check=False)
         _sh("ip", "link", "del", dev_a, check=False)
+
+
+def _tun_relay(netns: str, dev_a: str, dev_b: str, seed: int) -> Link:
+    """The userspace link: the relay opens both TUN devices here, then ``dev_b`` moves
+    into ``netns``."""
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=relay_main, args=(dev_a, dev_b, child, seed), daemon=True)
+    proc.start()
+    child.close()
+    link = Link("userspace (TUN relay)", netns, dev_a, dev_b, parent, proc)
+    if not parent.poll(10) or parent.recv() != "ready":
+        _stop_relay(link)
+        raise RuntimeError("the userspace link relay did not start")
+    _sh("ip", "link", "set", dev_b, "netns", netns)
+    return link
+
+
+def _address(netns: str, dev_a: str, ip_a: str, dev_b: str, ip_b: str) -> None:
+    """Point-to-point addresses: ``ip_a`` on ``dev_a`` here, ``ip_b`` on ``dev_b`` in
+    ``netns``; both up (and the namespace's loopback)."""
+    _sh("ip", "addr", "add", ip_a, "peer", ip_b, "dev", dev_a)
+    _sh("ip", "link", "set", dev_a, "up")
+    inside = ["ip", "netns", "exec", netns]
+    _sh(*inside, "ip", "addr", "add", ip_b, "peer", ip_a, "dev", dev_b)
+    _sh(*inside, "ip", "link", "set", dev_b, "up")
+    _sh(*inside, "ip", "link", "set", "lo", "up")
+
+
+def _stop_relay(link: Link | None) -> None:
+    if link is None or link.proc is None:
+        return
+    with contextlib.suppress(Exception):
+        if link.pipe is not None:
+            link.pipe.send(None)
+    link.proc.join(timeout=5)
+    if link.proc.is_alive():
+        link.proc.kill()
+
+
+# --- the partition run's links ---------------------------------------------------------
+# Clients reach the namespaced node over a veth pair (kernel speed, never cut); its
+# Redis traffic takes a second, userspace link through the relay, which the run cuts.
+BUS_HERE_IP = "10.78.0.1"  # Redis listens here (and on 127.0.0.1 for the other node)
+BUS_NODE_IP = "10.78.0.2"
+
+
+@dataclass
+class PartitionLink:
+    netns: str
+    bus: Link  # the cuttable link: bus.set(1.0, 0) cuts, bus.set(0.0, 0) heals
+    client_ip: str = CLIENT_IP
+    node_ip: str = SERVER_IP
+    redis_ip: str = BUS_HERE_IP
+
+
+def partition_unavailable_reason() -> str | None:
+    """Why the partition's namespace and links cannot be built here, or None."""
+    if os.geteuid() != 0:
+        return "needs root for network namespaces"
+    if not shutil.which("ip"):
+        return "iproute2 (ip) is not installed"
+    if not os.path.exists("/dev/net/tun"):
+        return "no /dev/net/tun for the userspace link to Redis"
+    probe = f"lsbprobe{os.getpid() % 10000}"
+    made = _sh("ip", "netns", "add", probe, check=False)
+    if made.returncode:
+        return f"ip netns does not work: {made.stderr.strip()}"
+    try:
+        veth = _sh(
+            "ip", "link", "add", probe + "a", "type", "veth", "peer", "name", probe + "b",
+            "netns", probe, check=False,
+        )  # fmt: skip
+        if veth.returncode:
+            return f"cannot create a veth pair: {veth.stderr.strip()}"
+    finally:
+        _sh("ip", "link", "del", probe + "a", check=False)
+        _sh("ip", "netns", "del", probe, check=False)
+    return None
+
+
+@contextlib.contextmanager
+def partition_link() -> Iterator[PartitionLink]:
+    """A namespace for one node: a veth pair for its clients (10.77.0.1 here <->
+    10.77.0.2 there) and a TUN relay for its Redis link (10.78.0.1 <-> 10.78.0.2).
+    Everything is removed at the end, also on failure."""
+    tag = os.getpid() % 10000
+    netns = f"locshare-part-{tag}"
+    veth_a, veth_b = f"lsp{tag}a", f"lsp{tag}b"
+    tun_a, tun_b = f"lsp{tag}c", f"lsp{tag}d"
+    _sh("ip", "netns", "del", netns, check=False)
+    for dev in (veth_a, tun_a):
+        _sh("ip", "link", "del", dev, check=False)
+    _sh("ip", "netns", "add", netns)
+    bus: Link | None = None
+    try:
+        _sh("ip", "link", "add", veth_a, "type", "veth", "peer", "name", veth_b, "netns", netns)
+        _address(netns, veth_a, CLIENT_IP, veth_b, SERVER_IP)
+        bus = _tun_relay(netns, tun_a, tun_b, tag)
+        _address(netns, tun_a, BUS_HERE_IP, tun_b, BUS_NODE_IP)
+        yield PartitionLink(netns, bus)
+    finally:
+        _stop_relay(bus)
+        _sh("ip", "netns", "del", netns, check=False)
+        for dev in (veth_a, tun_a):
+            _sh("ip", "link", "del", dev, check=False)
 
 
 # --- the scenario ---------------------------------------------------------------------

@@ -37,8 +37,15 @@ import trio
 
 from . import _load
 from ._scenarios import Scenario
-from ._server import load_cpus, pin_self_to_load_cpus, server_cpu
-from ._systems import System
+from ._server import (
+    cores_shared,
+    load_cpus,
+    pin_self_to_load_cpus,
+    placement,
+    server_cpus,
+    server_settings,
+)
+from ._systems import System, redis_counters
 
 CLIENT_CPU_LIMIT_PCT = 80.0
 # Above this share of the server's core used by other processes, a run is marked noisy.
@@ -60,6 +67,13 @@ class RunOptions:
     interval_s: float | None = None
     separate_db: bool = False
     progress: bool = True
+    server_workers: int = 1  # locshare serve --workers N
+    nodes: int | None = None  # separate locshare serve processes linked by one Redis
+    # (None: the scenario's own, 2 for node-kill and partition, else 1)
+    node_placement: str = "shared"  # with nodes: shared ports, sticky or split (_nodes.py)
+    speed_repeats: int | None = None  # runs of the speed reference (0: not measured)
+    participants: int | None = None  # realistic: participants (regrouped by its power law)
+    compare_fixed: bool = False  # realistic: a second leg whose clients send every 2 s
 
 
 def default_workers(connections: int) -> int:
@@ -78,15 +92,22 @@ class SessionSetup:
 
 
 async def create_sessions(
-    base_url: str, sessions: int, per_session: int, concurrency: int = 32
+    base_url: str,
+    sessions: int,
+    per_session: int,
+    concurrency: int = 32,
+    sizes: list[int] | None = None,
 ) -> list[SessionSetup]:
-    """Create ``sessions`` sessions (capacity 50) and join ``per_session`` to each."""
+    """Create ``sessions`` sessions (capacity 50) and join ``per_session`` to each
+    (``sizes``: instead, one session per entry with that many members)."""
     from urllib.parse import urlsplit
 
     from .rest import HttpConnection
 
     parts = urlsplit(base_url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    sizes = [per_session] * sessions if sizes is None else sizes
+    sessions = len(sizes)
     out: list[SessionSetup | None] = [None] * sessions
     jobs: list[tuple[int, int]] = []  # (session, member) after creation
 
@@ -129,7 +150,12 @@ async def create_sessions(
     async with trio.open_nursery() as nursery:
         for _ in range(min(concurrency, sessions)):
             nursery.start_soon(worker, creates)
-    joins = [("join", s, m) for m in range(per_session) for s in range(sessions)]
+    joins = [
+        ("join", s, m)
+        for m in range(max(sizes, default=0))
+        for s in range(sessions)
+        if m < sizes[s]
+    ]
     joins.reverse()  # pop() from the end: sessions fill round-robin
     del jobs
     async with trio.open_nursery() as nursery:
@@ -149,7 +175,11 @@ def plan_participants(
     for setup in setups:
         for j, (user_id, url) in enumerate(setup.members):
             decode = bool(step) and j % step == 0
-            out.append(_load.Participant(len(out), setup.index, user_id, url, decode=decode))
+            out.append(
+                _load.Participant(
+                    len(out), setup.index, user_id, url, decode=decode, session_id=setup.session_id
+                )
+            )
     return out
 
 
@@ -157,29 +187,33 @@ def plan_participants(
 @dataclass
 class Sample:
     t: float
-    server_cpu_s: float | None
-    server_rss: int | None
+    server_cpu_s: float | None  # every server-side process (Redis included), cumulative
+    server_rss: int | None  # summed over them
     db_cpu_s: float | None
     client_cpu_s: list[float]  # per worker, then the controller
     server_wait_s: float | None = None  # runnable but waiting for a CPU (run queue)
-    core_busy_s: float | None = None  # the server core's busy time, all processes
+    core_busy_s: float | None = None  # the server CPUs' busy time, all processes
+    roles: dict[str, tuple[float, int | None]] = field(default_factory=dict)  # cpu_s, rss
+    shared: bool = False  # the server CPUs are the load's too (cores_shared())
 
 
-def core_busy_s(cpu: int | None) -> float | None:
-    """Seconds one CPU was busy since boot: everything but idle and iowait, steal
+def core_busy_s(cpus: list[int]) -> float | None:
+    """Seconds these CPUs were busy since boot: everything but idle and iowait, steal
     included (a VM's neighbours take CPU too)."""
-    if cpu is None:
+    if not cpus:
         return None
     try:
-        t = psutil.cpu_times(percpu=True)[cpu]
+        per_cpu = psutil.cpu_times(percpu=True)
+        times = [per_cpu[cpu] for cpu in cpus]
     except (IndexError, OSError):
         return None
-    return (
+    return sum(
         float(sum(t))
-        - t.idle
+        - float(t.idle)
         - getattr(t, "iowait", 0.0)
         - getattr(t, "guest", 0.0)
         - getattr(t, "guest_nice", 0.0)
+        for t in times
     )
 
 
@@ -195,19 +229,36 @@ def runqueue_wait_s(pid: int) -> float | None:
         return None
 
 
+@dataclass
+class _RoleClock:
+    """CPU and run-queue wait of one role, kept across its process being replaced
+    (a restarted server or worker) and after it is gone (a killed node)."""
+
+    pid: int | None = None
+    base_cpu: float = 0.0
+    last_cpu: float = 0.0
+    base_wait: float = 0.0
+    last_wait: float = 0.0
+
+    @property
+    def cpu(self) -> float:
+        return self.base_cpu + self.last_cpu
+
+    @property
+    def wait(self) -> float:
+        return self.base_wait + self.last_wait
+
+
 class Sampler:
-    """CPU and RSS of the server (surviving a restart: CPU of the old process is kept),
-    its embedded database, the workers and this controller."""
+    """CPU and RSS of every server-side process (by role: see
+    :meth:`System.server_processes`), its embedded database, the workers and this
+    controller."""
 
     def __init__(self, system: System, workers: list[int]) -> None:
         self.system = system
         self.workers = [psutil.Process(pid) for pid in workers]
         self.me = psutil.Process()
-        self.pid: int | None = None
-        self.base_cpu = 0.0
-        self.last_cpu = 0.0
-        self.base_wait = 0.0
-        self.last_wait = 0.0
+        self.roles: dict[str, _RoleClock] = {}
         self.db: list[psutil.Process] = []
         self.db_checked = 0.0
         self.lock = threading.Lock()
@@ -218,27 +269,25 @@ class Sampler:
 
     def _sample(self) -> Sample:
         now = time.time()
-        cpu: float | None = None
-        rss: int | None = None
-        wait_s: float | None = None
-        proc = self.system.server_process()
-        if proc is not None:
-            if proc.pid != self.pid:
-                if self.pid is not None:
-                    self.base_cpu += self.last_cpu
-                    self.base_wait += self.last_wait
-                self.pid = proc.pid
-                self.last_cpu = 0.0
-                self.last_wait = 0.0
+        rss_now: dict[str, int] = {}
+        for role, proc in self.system.server_processes().items():
+            clock = self.roles.setdefault(role, _RoleClock())
+            if proc.pid != clock.pid:
+                clock.base_cpu += clock.last_cpu
+                clock.base_wait += clock.last_wait
+                clock.pid = proc.pid
+                clock.last_cpu = clock.last_wait = 0.0
             try:
                 times = proc.cpu_times()
-                self.last_cpu = times.user + times.system
-                rss = proc.memory_info().rss
+                clock.last_cpu = times.user + times.system
+                rss_now[role] = proc.memory_info().rss
             except psutil.Error:
                 pass
-            self.last_wait = runqueue_wait_s(proc.pid) or self.last_wait
-            cpu = self.base_cpu + self.last_cpu
-            wait_s = self.base_wait + self.last_wait
+            clock.last_wait = runqueue_wait_s(proc.pid) or clock.last_wait
+        cpu = sum(c.cpu for c in self.roles.values()) if self.roles else None
+        wait_s = sum(c.wait for c in self.roles.values()) if self.roles else None
+        rss = sum(rss_now.values()) if rss_now else None
+        roles = {role: (c.cpu, rss_now.get(role)) for role, c in self.roles.items()}
         if now - self.db_checked > 10 or not self.db:
             self.db = self.system.database_processes()
             self.db_checked = now
@@ -256,7 +305,26 @@ class Sampler:
                 clients.append(t.user + t.system)
             except psutil.Error:
                 clients.append(math.nan)
-        return Sample(now, cpu, rss, db_cpu, clients, wait_s, core_busy_s(server_cpu()))
+        return Sample(
+            now,
+            cpu,
+            rss,
+            db_cpu,
+            clients,
+            wait_s,
+            core_busy_s(server_cpus()),
+            roles,
+            cores_shared(),
+        )
+
+
+def server_rss(system: System) -> int | None:
+    """RSS of every server-side process, summed."""
+    total = None
+    for proc in system.server_processes().values():
+        with contextlib.suppress(psutil.Error):
+            total = (total or 0) + proc.memory_info().rss
+    return total
 
 
 # --- driving the workers ---------------------------------------------------------------
@@ -291,9 +359,14 @@ class RunData:
     at_t0: Sample | None = None
     at_end: Sample | None = None
     peak_rss: int = 0
+    peak_rss_roles: dict[str, int] = field(default_factory=dict)
     events: dict[str, float] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
-    server_metrics: dict[str, float] = field(default_factory=dict)
+    server_metrics: dict[str, Any] = field(default_factory=dict)
+    # realistic: position ages on the viewers' screens, binned (benchmarks._realistic)
+    age_hist: np.ndarray[Any, np.dtype[np.int64]] | None = None
+    redis_at_t0: dict[str, int] = field(default_factory=dict)  # cluster shapes' Redis
+    redis_at_end: dict[str, int] = field(default_factory=dict)
 
 
 class Progress:
@@ -339,7 +412,9 @@ def drive(
     on_sample: Callable[[float], None] | None = None,
     progress: Progress,
     buckets: bool = False,
+    customize: Callable[[_load.WorkerPlan, int], _load.WorkerPlan] | None = None,
 ) -> RunData:
+    """Run the load: ``customize(plan, workers)`` may amend each worker's plan."""
     pin_self_to_load_cpus()
     data = RunData(sc, system, participants, workers)
     data.t_setup = time.time()
@@ -352,6 +427,9 @@ def drive(
     rosters: dict[int, list[str]] = {}
     for p in participants:
         rosters.setdefault(p.session, []).append(p.user_id)
+    # Distinct node addresses (partition): count deliveries per pair of nodes.
+    by_node = len({p.node for p in participants}) > 1
+    node_of = {p.user_id: p.node for p in participants} if by_node else {}
     per_worker_rate = (
         sc.participants / sc.connect_within_s / workers if sc.connect_within_s else None
     )
@@ -371,12 +449,13 @@ def drive(
             base_url=system.base_url,
             buckets=buckets,
             seed=1000 + i,
+            node_of=_nodes_of_sessions(node_of, participants, {p.session for p in shards[i]}),
         )
         for i in range(workers)
     ]
-    first = system.server_process()
-    with contextlib.suppress(psutil.Error):
-        data.rss_before = first.memory_info().rss if first else None
+    if customize is not None:
+        plans = [customize(plan, workers) for plan in plans]
+    data.rss_before = server_rss(system)
 
     ctx = multiprocessing.get_context("spawn")
     pipes: list[Connection] = []
@@ -391,6 +470,7 @@ def drive(
     sampler = Sampler(system, [p.pid for p in procs if p.pid is not None])
     ticks: list[_load.Tick | None] = [None] * workers
     pending_latency: list[np.ndarray[Any, np.dtype[np.float32]]] = []
+    pending_age: list[np.ndarray[Any, np.dtype[np.float32]]] = []
     state: dict[str, list[tuple[int, Any]]] = {"ready": [], "done": [], "closed": []}
     last_sample: Sample | None = None
     next_sample = time.time()
@@ -419,6 +499,8 @@ def drive(
                     ticks[i] = payload
                     if payload.latency_ms:
                         pending_latency.append(np.frombuffer(payload.latency_ms, dtype=np.float32))
+                    if payload.age_ms:
+                        pending_age.append(np.frombuffer(payload.age_ms, dtype=np.float32))
                 else:
                     state[name].append((i, payload))
             now = time.time()
@@ -450,6 +532,9 @@ def drive(
             data.latency.append(lat)
         if sample.server_rss:
             data.peak_rss = max(data.peak_rss, sample.server_rss)
+        for role, (_, rss) in sample.roles.items():
+            if rss:
+                data.peak_rss_roles[role] = max(data.peak_rss_roles.get(role, 0), rss)
         dt = sample.t - previous.t if previous else 0.0
         row: dict[str, Any] = {
             "t_abs": sample.t,
@@ -490,6 +575,20 @@ def drive(
                 )
             used = [a - b for a, b in zip(sample.client_cpu_s, previous.client_cpu_s, strict=True)]
             row["client_cpu_pct"] = round(100 * float(np.nansum(used)) / dt, 1)
+            if len(sample.roles) > 1:
+                row["roles_cpu_pct"] = {
+                    role: round(100 * (cpu - previous.roles.get(role, (cpu, None))[0]) / dt, 1)
+                    for role, (cpu, _) in sample.roles.items()
+                }
+        if pending_age:
+            from ._realistic import bin_ages
+
+            ages = np.concatenate(pending_age)
+            pending_age.clear()
+            data.age_hist = bin_ages(ages, data.age_hist)
+            row["age_n"] = int(ages.size)
+            row["age_p50_s"] = round(float(np.percentile(ages, 50)) / 1000, 3)
+            row["age_p95_s"] = round(float(np.percentile(ages, 95)) / 1000, 3)
         data.timeline.append(row)
         show(row)
 
@@ -521,9 +620,7 @@ def drive(
         # Idle RSS: one second after the last connection, before any update.
         settle_until = time.time() + 1.0
         pump(lambda: time.time() >= settle_until, 10, "settling")
-        idle = system.server_process()
-        with contextlib.suppress(psutil.Error):
-            data.rss_idle = idle.memory_info().rss if idle else None
+        data.rss_idle = server_rss(system)
         data.t0 = time.time() + 0.5
         data.t_stop = data.t0 + sc.duration_s
         data.t_end = data.t_stop + sc.drain_s
@@ -531,8 +628,13 @@ def drive(
             pipe.send(("start", (data.t0, data.t_stop, data.t_end)))
         pump(lambda: time.time() >= data.t0, 5, "starting")
         data.at_t0 = sampler.sample()
+        redis = system.redis_address()
+        if redis is not None:
+            data.redis_at_t0 = redis_counters(redis)
         pump(lambda: len(state["done"]) == workers, sc.duration_s + sc.drain_s + 120, "running")
         data.at_end = sampler.sample()
+        if redis is not None:
+            data.redis_at_end = redis_counters(redis)
         data.done = [p for _, p in sorted(state["done"], key=lambda x: x[0])]
         data.server_metrics = _scrape_metrics(system)
         for pipe in pipes:
@@ -552,6 +654,16 @@ def drive(
     return data
 
 
+def _nodes_of_sessions(
+    node_of: dict[str, int], participants: list[_load.Participant], sessions: set[int]
+) -> dict[str, int]:
+    return (
+        {p.user_id: node_of[p.user_id] for p in participants if p.session in sessions}
+        if node_of
+        else {}
+    )
+
+
 def _guarded(action: Callable[[], None], errors: list[str]) -> Callable[[], None]:
     def run() -> None:
         try:
@@ -566,14 +678,23 @@ def _pct(values: np.ndarray[Any, Any], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 2) if values.size else None
 
 
-def _scrape_metrics(system: System) -> dict[str, float]:
-    """Server-side counters from locshare's /metrics (unlabelled series only)."""
-    if system.protocol != "locshare" or not system.base_url:
+def _scrape_metrics(system: System) -> dict[str, Any]:
+    """Server-side counters from locshare's /metrics (unlabelled series only): flat for
+    one process, by role where each process has its own address (partition's nodes),
+    nothing where processes share a port."""
+    if system.protocol != "locshare":
         return {}
+    urls = system.metrics_urls()
+    if list(urls) == ["server"]:
+        return scrape_metrics(urls["server"])
+    return {role: scrape_metrics(url) for role, url in urls.items()}
+
+
+def scrape_metrics(base_url: str) -> dict[str, float]:
     import urllib.request
 
     try:
-        with urllib.request.urlopen(system.base_url + "/metrics", timeout=5) as response:
+        with urllib.request.urlopen(base_url + "/metrics", timeout=5) as response:
             text = response.read().decode()
     except OSError:
         return {}
@@ -689,6 +810,7 @@ def summarize(data: RunData) -> dict[str, Any]:
     result["close_ms"] = _stats(np.array(close_ms))
     result["close_failures"] = sum(c["failures"] for c in data.closed)
     result["server_metrics"] = data.server_metrics
+    result["redis_bus"] = _redis_bus(data, window)
     result["errors"] = data.errors
     for row in data.timeline:  # seconds since t0; negative during set-up
         row["t"] = round(row.pop("t_abs") - data.t0, 3) if "t_abs" in row else row["t"]
@@ -697,6 +819,9 @@ def summarize(data: RunData) -> dict[str, Any]:
     result["connect_cdf"] = _cdf(np.array(connect_ms, dtype=np.float32))
     result["versions"] = versions(data.system)
     result["machine"] = machine()
+    result["server_shape"] = data.system.shape()
+    result["server_settings"] = server_settings()
+    result["placement"] = placement()
     _validate(result)
     return result
 
@@ -758,15 +883,67 @@ def _cpu(data: RunData, window: float, delivered: int) -> dict[str, Any]:
     out["load_client_cpu_pct_per_process"] = [round(p, 1) for p in per]
     # Total, normalized to the cores the load may use (100 % = all of them busy).
     out["load_client_cpu_pct"] = round(float(np.nansum(per)) / max(1, len(load_cpus())), 1)
+    # The same in % of one core (summed over the load processes): comparable with
+    # the server side's figures when the cores are shared.
+    out["load_client_cpu_core_pct"] = round(float(np.nansum(per)), 1)
+    if len(b.roles) > 1:
+        out.update(_roles_cpu(data, a, b, window, delivered))
     return out
 
 
+def _roles_cpu(
+    data: RunData, a: Sample, b: Sample, window: float, delivered: int
+) -> dict[str, Any]:
+    """Per server-side process (cluster shapes): CPU, its share of the deliveries' cost
+    (``cpu_s_per_million_deliveries``: its CPU divided by *all* deliveries, so the
+    roles add up to the total), peak RSS; Redis's own figures; locshare alone."""
+    roles: dict[str, Any] = {}
+    for role, (cpu_end, _) in b.roles.items():
+        cpu = cpu_end - a.roles.get(role, (0.0, None))[0]
+        peak = data.peak_rss_roles.get(role)
+        roles[role] = {
+            "cpu_s": round(cpu, 2),
+            "cpu_pct": round(100 * cpu / window, 1),
+            "cpu_s_per_million_deliveries": round(cpu / delivered * 1e6, 2) if delivered else None,
+            "rss_mb_peak": round(peak / 2**20, 1) if peak else None,
+        }
+    out: dict[str, Any] = {"server_processes": roles}
+    redis = roles.get("redis")
+    if redis is not None:
+        out["redis_cpu_s"] = redis["cpu_s"]
+        out["redis_cpu_pct"] = redis["cpu_pct"]
+        out["redis_cpu_s_per_million_deliveries"] = redis["cpu_s_per_million_deliveries"]
+    locshare = sum(r["cpu_s"] for role, r in roles.items() if role != "redis")
+    out["locshare_cpu_s"] = round(locshare, 2)
+    out["locshare_cpu_pct"] = round(100 * locshare / window, 1)
+    return out
+
+
+def _redis_bus(data: RunData, window: float) -> dict[str, float] | None:
+    """What Redis relayed over the measurement (cluster shapes), per second: messages
+    published (the nodes' bus ticks and heartbeats), bytes in and out (out: every
+    message once per subscribed node), commands."""
+    a, b = data.redis_at_t0, data.redis_at_end
+    if not a or not b or window <= 0:
+        return None
+    return {
+        f"{name}_per_s": round((b[name] - a[name]) / window, 1)
+        for name in sorted(a.keys() & b.keys())
+    }
+
+
 def _others(a: Sample, b: Sample) -> float | None:
+    """CPU used on the server's CPUs by other processes: with shared placement the
+    load client is on them too, so it is not counted as noise."""
     if None in (a.core_busy_s, b.core_busy_s, a.server_cpu_s, b.server_cpu_s):
         return None
     used = (b.server_cpu_s or 0.0) - (a.server_cpu_s or 0.0)
     if a.db_cpu_s is not None and b.db_cpu_s is not None:
         used += max(0.0, b.db_cpu_s - a.db_cpu_s)
+    if b.shared:
+        used += float(
+            np.nansum([y - x for x, y in zip(a.client_cpu_s, b.client_cpu_s, strict=True)])
+        )
     return max(0.0, (b.core_busy_s or 0.0) - (a.core_busy_s or 0.0) - used)
 
 
@@ -878,9 +1055,12 @@ def machine() -> dict[str, Any]:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
+    from . import _speed
+
     return {
         "cpu_model": model,
         "cores": os.cpu_count(),
         "load_cpus": load_cpus(),
         "memory_mb": round(psutil.virtual_memory().total / 2**20),
+        **_speed.reference(),
     }

@@ -1,5 +1,12 @@
 """Start and stop a locshare server for a benchmark: own data dir, embedded database,
-pinned to one CPU with ``taskset`` (the load runs on the other CPUs)."""
+pinned to one CPU with ``taskset`` (the load runs on the other CPUs).
+
+Placement.  By default the server (and its embedded PostgreSQL, which inherits the
+pinning) runs on the first CPU and the load on the others.  Cluster shapes (``--workers
+N``, ``--nodes N``) cannot be held to one core, so :func:`share_cores` switches to
+*shared* placement: nothing is pinned, the server side and the load client both run on
+every CPU, and the load client's CPU is reported next to the server's.
+"""
 
 from __future__ import annotations
 
@@ -34,6 +41,35 @@ BENCH_ENV = {
 }
 
 
+# Settings that change what is measured (the flush window: batching against CPU), taken
+# from this environment or set by a command (``cluster --fixed-window``), and recorded
+# with every run (``server_settings``).
+RECORDED_SETTINGS = (
+    "LOCSHARE_FLUSH_INTERVAL_MS",
+    "LOCSHARE_FLUSH_INTERVAL_MIN_MS",
+    "LOCSHARE_FLUSH_INTERVAL_MAX_MS",
+)
+_SETTINGS: dict[str, str] = {}
+
+
+def fix_flush_window(fixed: bool = True) -> None:
+    """``True``: servers started from now on keep their flush window at
+    ``flush_interval_ms`` (its minimum and maximum set to it: the pacer neither narrows
+    nor widens it), so that legs compare at the same batching; ``False``: back to the
+    environment's settings."""
+    _SETTINGS.clear()
+    if fixed:
+        window = os.environ.get("LOCSHARE_FLUSH_INTERVAL_MS", "100")
+        _SETTINGS["LOCSHARE_FLUSH_INTERVAL_MIN_MS"] = window
+        _SETTINGS["LOCSHARE_FLUSH_INTERVAL_MAX_MS"] = window
+
+
+def server_settings() -> dict[str, str]:
+    """The :data:`RECORDED_SETTINGS` the servers get (empty: the defaults)."""
+    env = {**os.environ, **_SETTINGS}
+    return {name: env[name] for name in RECORDED_SETTINGS if name in env}
+
+
 @dataclass
 class ServerProcess:
     proc: subprocess.Popen[bytes]
@@ -57,21 +93,50 @@ class ServerProcess:
 # The CPUs this process may use, read once: after pin_self_to_load_cpus() the process's
 # own affinity no longer shows the server's CPU.
 _CPUS = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+_SHARED = {"on": False}
+
+
+def share_cores(shared: bool = True) -> None:
+    """Shared placement (``True``): nothing pinned, server side and load on every CPU;
+    ``False``: back to the default (server on the first CPU, load on the others).
+    Applies to servers started and load processes spawned from now on."""
+    _SHARED["on"] = shared
+    pin_self_to_load_cpus()
+
+
+def cores_shared() -> bool:
+    """Whether server and load share every CPU (always so with one CPU)."""
+    return _SHARED["on"] or len(_CPUS) < 2
 
 
 def server_cpu() -> int | None:
-    """The CPU the server is pinned to (the first one), or None with one CPU."""
-    return _CPUS[0] if len(_CPUS) >= 2 else None
+    """The CPU the server is pinned to (the first one), or None: one CPU, or shared."""
+    return None if cores_shared() else _CPUS[0]
+
+
+def server_cpus() -> list[int]:
+    """The CPUs the server side may run on."""
+    return list(_CPUS) if cores_shared() else _CPUS[:1]
 
 
 def load_cpus() -> list[int]:
-    """The CPUs the load runs on: all but the server's."""
-    return _CPUS[1:] if len(_CPUS) >= 2 else list(_CPUS)
+    """The CPUs the load runs on: all but the server's (all of them when shared)."""
+    return list(_CPUS) if cores_shared() else _CPUS[1:]
 
 
 def pin_self_to_load_cpus() -> None:
-    if len(_CPUS) >= 2:
-        os.sched_setaffinity(0, _CPUS[1:])
+    if _CPUS:
+        os.sched_setaffinity(0, load_cpus())
+
+
+def placement() -> dict[str, object]:
+    """Where things ran, for ``results.json``."""
+    return {
+        "shared": cores_shared(),
+        "server_cpus": server_cpus(),
+        "load_cpus": load_cpus(),
+        "pinned_with": "taskset" if server_cpu() is not None else None,
+    }
 
 
 def _free_port() -> int:
@@ -107,11 +172,17 @@ def start_server(
     separate_db: bool = False,
     host: str = "127.0.0.1",
     netns: str | None = None,
+    workers: int = 1,
+    listeners: int = 1,
 ) -> ServerProcess:
     """``separate_db``: PostgreSQL on the load CPUs instead of the embedded one, which
     inherits the server's pinning and shares its core.  ``netns``: run the server in
     that network namespace (``ip netns exec``), listening on ``host``, which must be
-    reachable from here (the lossy scenario)."""
+    reachable from here (the lossy scenario).  ``workers``: ``locshare serve --workers
+    N`` (a supervisor, N workers, a private redis-server); ready once every worker
+    listens on both ports.  ``listeners``: with ``LOCSHARE_REUSE_PORT`` in
+    ``extra_env``, the processes that will then listen on these ports (this one
+    included), so that readiness waits for this one's own sockets."""
     made_dir = data_dir is None
     data_dir = data_dir or Path(tempfile.mkdtemp(prefix="locshare-bench-"))
     if separate_db:
@@ -121,11 +192,13 @@ def start_server(
     env = {
         **os.environ,
         **BENCH_ENV,
+        **_SETTINGS,
         "LOCSHARE_HOST": host,
         "LOCSHARE_PORT": str(port),
         "LOCSHARE_WS_PORT": str(ws_port),
         "LOCSHARE_DATA_DIR": str(data_dir),
         "LOCSHARE_LOG_FORMAT": "json",
+        **({"LOCSHARE_WORKERS": str(workers)} if workers > 1 else {}),
         **(extra_env or {}),
     }
     if host != "127.0.0.1":
@@ -154,7 +227,10 @@ def start_server(
 
     threading.Thread(target=pump, daemon=True).start()
     deadline = time.monotonic() + 90
-    while not _answers(f"http://{host}:{port}/health/ready"):
+    shared_ports = workers > 1 or listeners > 1
+    while not _answers(f"http://{host}:{port}/health/ready") or (
+        shared_ports and not _all_listening(proc.pid, workers, {port, ws_port})
+    ):
         if proc.poll() is not None or time.monotonic() > deadline:
             stop_server(server)
             if made_dir:
@@ -163,6 +239,39 @@ def start_server(
             raise RuntimeError("the server did not start:\n" + "\n".join(server.log_lines[-20:]))
         time.sleep(0.2)
     return server
+
+
+def listening_ports(pid: int) -> set[int]:
+    """The TCP ports ``pid`` listens on (its own sockets)."""
+    try:
+        proc = psutil.Process(pid)
+        connections = getattr(proc, "net_connections", proc.connections)(kind="tcp")
+    except psutil.Error:
+        return set()
+    return {c.laddr.port for c in connections if c.status == psutil.CONN_LISTEN}
+
+
+def worker_processes(supervisor: int) -> list[psutil.Process]:
+    """The locshare workers among the children of a ``--workers`` supervisor."""
+    try:
+        children = psutil.Process(supervisor).children()
+    except psutil.Error:
+        return []
+    out = []
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            if "locshare" in child.cmdline():
+                out.append(child)
+    return out
+
+
+def _all_listening(pid: int, workers: int, ports: set[int]) -> bool:
+    """With shared ports /health/ready may be answered by another process: wait until
+    ``pid`` (or each of its ``workers``) listens on every one of ``ports``."""
+    if workers <= 1:
+        return ports <= listening_ports(pid)
+    procs = worker_processes(pid)
+    return len(procs) == workers and all(ports <= listening_ports(p.pid) for p in procs)
 
 
 def _answers(url: str) -> bool:

@@ -324,20 +324,37 @@ def parse_stamp(text: str) -> float:
     return second + (int(fraction) / 10 ** len(fraction) if fraction else 0.0)
 
 
-def location_fields(lat: float, lng: float, t: float) -> dict[str, float | str]:
+def location_fields(
+    lat: float,
+    lng: float,
+    t: float,
+    *,
+    accuracy: float = 8.5,
+    heading: float | None = 87.0,
+    speed: float = 13.9,
+) -> dict[str, float | str | None]:
     """The fields of one update: what a phone sends (accuracy, heading, speed, fix time)."""
     return {
         "lat": round(lat, 6),
         "lng": round(lng, 6),
-        "accuracy": 8.5,
-        "heading": 87.0,
-        "speed": 13.9,
+        "accuracy": accuracy,
+        "heading": heading,
+        "speed": speed,
         "timestamp": stamp(t),
     }
 
 
-def locshare_update(lat: float, lng: float, t: float) -> bytes:
-    return orjson.dumps({"type": "location_update", "data": location_fields(lat, lng, t)})
+def locshare_update(
+    lat: float,
+    lng: float,
+    t: float,
+    *,
+    accuracy: float = 8.5,
+    heading: float | None = 87.0,
+    speed: float = 13.9,
+) -> bytes:
+    fields = location_fields(lat, lng, t, accuracy=accuracy, heading=heading, speed=speed)
+    return orjson.dumps({"type": "location_update", "data": fields})
 
 
 def reference_update(user_id: str, lat: float, lng: float, t: float) -> bytes:

@@ -151,14 +151,61 @@ class Config:
     )
     update_interval_s: float = _setting(
         2.0,
-        "How often clients are asked to send their location.",
+        "How often a watched, moving participant is asked to send their location (the base"
+        " interval; reason 'watched').",
         minimum=0.2,
         maximum=300,
+        group="sessions",
+    )
+    stationary_interval_s: float = _setting(
+        10.0,
+        "Interval asked of a watched participant who moved less than stationary_distance_m"
+        " over stationary_window_s (update_interval reason 'stationary').",
+        minimum=0.2,
+        maximum=600,
+        group="sessions",
+    )
+    at_place_interval_s: float = _setting(
+        15.0,
+        "Interval asked of a watched participant at a meeting point (reason 'at_place').",
+        minimum=0.2,
+        maximum=600,
+        group="sessions",
+    )
+    unwatched_interval_s: float = _setting(
+        30.0,
+        "Interval asked while no other participant has the map on screen (reason"
+        " 'nobody_watching').",
+        minimum=0.2,
+        maximum=600,
+        group="sessions",
+    )
+    stationary_distance_m: float = _setting(
+        25.0,
+        "A participant who stays within this many metres for stationary_window_s counts as"
+        " stationary.",
+        minimum=1,
+        maximum=10_000,
+        group="sessions",
+    )
+    stationary_window_s: float = _setting(
+        60.0,
+        "How long a participant must stay within stationary_distance_m to count as stationary.",
+        minimum=1,
+        maximum=3600,
         group="sessions",
     )
     flush_interval_ms: int = _setting(
         100,
         "Location updates of a session received within this window go out as one frame.",
+        minimum=1,
+        maximum=5000,
+        group="sessions",
+    )
+    flush_interval_min_ms: int = _setting(
+        5,
+        "While the server's core has room (CPU below 50 %), the flush window narrows down to"
+        " this: updates go out sooner. At or above flush_interval_ms: no narrowing.",
         minimum=1,
         maximum=5000,
         group="sessions",
@@ -376,6 +423,11 @@ class Config:
     @property
     def flush_interval_s(self) -> float:
         return self.flush_interval_ms / 1000.0
+
+    @property
+    def flush_interval_min_s(self) -> float:
+        """The narrowest flush window; never wider than the configured one."""
+        return min(self.flush_interval_min_ms, self.flush_interval_ms) / 1000.0
 
     @property
     def flush_interval_max_s(self) -> float:

@@ -93,6 +93,15 @@ class _HubCollector(Collector):
         yield GaugeMetricFamily(
             "locshare_participants", "Participants of the live sessions.", value=hub.member_count()
         )
+        places = hub.places.statistics()
+        yield GaugeMetricFamily(
+            "locshare_places",
+            "Places (meeting points...) of the live sessions.",
+            value=places.places,
+        )
+        yield GaugeMetricFamily(
+            "locshare_routes", "Live sessions with a route.", value=len(hub.routes)
+        )
         yield GaugeMetricFamily(
             "locshare_flush_window_seconds",
             "Current flush window (widened from flush_interval_ms under CPU load).",

@@ -16,6 +16,7 @@
     │   ├── Forbidden                   403 forbidden
     │   ├── NotFound                    404 not_found
     │   ├── SessionFull                 409 session_full
+    │   ├── TooManyPlaces               409 too_many_places (a 21st place)
     │   ├── SessionEnded                410 session_ended
     │   ├── PayloadTooLarge             413 payload_too_large
     │   ├── UnsupportedMediaType        415 unsupported_media_type (a body that is not JSON)
@@ -26,6 +27,8 @@
         ├── MalformedMessage            error malformed_message (connection stays open)
         ├── UnknownType                 error unknown_type
         ├── InvalidLocation             error invalid_location
+        ├── InvalidPlace                error invalid_place
+        ├── InvalidStatus               error invalid_status
         ├── MessageRateLimited          error rate_limited
         └── MessageTooBig               close 1009
 
@@ -49,7 +52,9 @@ __all__ = [
     "EmbeddedDatabaseLost",
     "Forbidden",
     "InvalidLocation",
+    "InvalidPlace",
     "InvalidRequest",
+    "InvalidStatus",
     "LocshareError",
     "MalformedJson",
     "MalformedMessage",
@@ -63,6 +68,7 @@ __all__ = [
     "SessionFull",
     "StorageError",
     "StorageUnavailable",
+    "TooManyPlaces",
     "Unauthorized",
     "Unavailable",
     "UnknownType",
@@ -150,6 +156,11 @@ class SessionFull(ApiError):
     http_status = 409
 
 
+class TooManyPlaces(ApiError):
+    code = "too_many_places"
+    http_status = 409
+
+
 class SessionEnded(ApiError):
     code = "session_ended"
     http_status = 410
@@ -212,6 +223,14 @@ class UnknownType(ProtocolError):
 
 class InvalidLocation(ProtocolError):
     code = "invalid_location"
+
+
+class InvalidPlace(ProtocolError):
+    code = "invalid_place"
+
+
+class InvalidStatus(ProtocolError):
+    code = "invalid_status"
 
 
 class MessageRateLimited(ProtocolError):

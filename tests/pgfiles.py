@@ -15,7 +15,7 @@ import pytest
 
 from locshare.storage._postgres import PostgresStorage
 
-NAME_TABLES = ("sessions", "participants")
+NAME_TABLES = ("sessions", "participants", "places", "routes")
 
 
 async def checkpoint(storage: PostgresStorage) -> None:

@@ -33,6 +33,7 @@ import trio
 from trio_websocket import WebSocketConnection, wrap_client_stream
 
 from tests.conftest import JWT_SECRET
+from tests.test_cli import reap_on_exit
 
 pytestmark = pytest.mark.slow
 
@@ -78,7 +79,7 @@ def test_commands_other_than_serve(binary: Path) -> None:
     assert "| `LOCSHARE_PORT` | `--port` | `8080` |" in settings.stdout
     refused = run(binary, "serve", LOCSHARE_PORT="eighty")
     assert refused.returncode == 2
-    assert "LOCSHARE_PORT='eighty' is not an integer" in refused.stderr
+    assert "LOCSHARE_PORT (--port)='eighty' is not an integer" in refused.stderr
     down = run(binary, "healthcheck", "--url", "http://127.0.0.1:9/health/ready", "--timeout", "1")
     assert down.returncode == 1
 
@@ -143,6 +144,7 @@ class BinaryServer:
             stderr=subprocess.PIPE,
         )
         settled = trio.Event()
+        nursery.start_soon(reap_on_exit, self.proc)
         nursery.start_soon(self._read_log, settled)
         with trio.fail_after(120):
             await settled.wait()
@@ -151,19 +153,23 @@ class BinaryServer:
     async def _read_log(self, settled: trio.Event) -> None:
         assert self.proc.stderr is not None
         buffer = b""
-        async for chunk in self.proc.stderr:
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            for line in lines:
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    self.other_output.append(line.decode(errors="replace"))
-                    continue
-                self.log.append(entry)
-                if entry.get("msg") == "locshare is listening":
-                    self.port, self.ws_port = entry["port"], entry["ws_port"]
-                    settled.set()
+        try:
+            async for chunk in self.proc.stderr:
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    try:
+                        entry = json.loads(line)
+                    except ValueError:
+                        self.other_output.append(line.decode(errors="replace"))
+                        continue
+                    self.log.append(entry)
+                    if entry.get("msg") == "locshare is listening":
+                        self.port, self.ws_port = entry["port"], entry["ws_port"]
+                        settled.set()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.proc.stderr.aclose()
         settled.set()  # exited before listening
         self.log_closed.set()
 

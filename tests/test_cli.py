@@ -79,6 +79,21 @@ async def close_code(ws: WebSocketConnection) -> int | None:
         return exc.reason.code
 
 
+async def reap_on_exit(proc: trio.Process) -> None:
+    """When the test's nursery ends, however it ends, nothing of the server is left."""
+    try:
+        await trio.sleep_forever()
+    finally:
+        with trio.CancelScope(shield=True):
+            if proc.returncode is None:
+                proc.terminate()  # SIGTERM: a supervisor also stops its workers
+                with trio.move_on_after(20):
+                    await proc.wait()
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+
+
 class Server:
     """``python -m locshare serve`` in a subprocess, JSON logs read for its ports."""
 
@@ -103,6 +118,7 @@ class Server:
         )
         assert self.proc.stderr is not None
         ready = trio.Event()
+        nursery.start_soon(reap_on_exit, self.proc)
         nursery.start_soon(self._read_log, ready)
         with trio.fail_after(60):
             await ready.wait()
@@ -110,18 +126,22 @@ class Server:
     async def _read_log(self, ready: trio.Event) -> None:
         assert self.proc.stderr is not None
         buffer = b""
-        async for chunk in self.proc.stderr:
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            for line in lines:
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    continue
-                self.log.append(entry)
-                if entry.get("msg") == "locshare is listening":
-                    self.port, self.ws_port = entry["port"], entry["ws_port"]
-                    ready.set()
+        try:
+            async for chunk in self.proc.stderr:
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    try:
+                        entry = json.loads(line)
+                    except ValueError:
+                        continue
+                    self.log.append(entry)
+                    if entry.get("msg") == "locshare is listening":
+                        self.port, self.ws_port = entry["port"], entry["ws_port"]
+                        ready.set()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.proc.stderr.aclose()
 
 
 async def test_serve_with_the_embedded_database_and_sigterm(tmp_path: Path) -> None:

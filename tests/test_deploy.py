@@ -63,7 +63,11 @@ GAUGES = (
     "locshare_sessions_active",
     "locshare_connections",
     "locshare_participants",
+    "locshare_places",
+    "locshare_routes",
     "locshare_flush_window_seconds",
+    "locshare_bus_up",
+    "locshare_bus_nodes",  # cluster mode only
 )
 COUNTERS = (
     "locshare_updates_received_total",
@@ -78,11 +82,23 @@ COUNTERS = (
     "locshare_connections_opened_total",
     "locshare_embedded_db_restarts_total",
     "locshare_errors_total",  # {code}
+    "locshare_connection_errors_total",
+    "locshare_message_errors_total",
+    "locshare_flood_disconnects_total",
+    # Cluster mode only (one process exports locshare_bus_up alone).
+    "locshare_bus_messages_sent_total",
+    "locshare_bus_messages_received_total",
+    "locshare_bus_bytes_sent_total",
+    "locshare_bus_bytes_received_total",
+    "locshare_bus_events_dropped_total",
+    "locshare_bus_reconnects_total",
+    "locshare_bus_errors_total",
 )
 HISTOGRAMS = (
     "locshare_flush_duration_seconds",
     "locshare_fanout_latency_seconds",
     "locshare_http_request_duration_seconds",  # {method, route, status}
+    "locshare_bus_publish_seconds",  # cluster mode only
 )
 # prometheus_client's ProcessCollector.
 PROCESS = (
@@ -94,6 +110,10 @@ PROCESS = (
     "process_start_time_seconds",
 )
 EXPORTED_METRICS = frozenset((*GAUGES, *COUNTERS, *HISTOGRAMS, *PROCESS))
+# Exported by a node in cluster mode only (tests/cluster/test_nodes.py checks them there).
+CLUSTER_ONLY = frozenset(
+    m for m in EXPORTED_METRICS if m.startswith("locshare_bus_") and m != "locshare_bus_up"
+)
 _HISTOGRAM_SERIES = re.compile(r"^(?P<family>.+)_(?:bucket|sum|count)$")
 _METRIC_TOKEN = re.compile(r"\b(?:locshare|process)_[a-zA-Z0-9_:]*")
 

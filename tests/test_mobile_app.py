@@ -213,6 +213,7 @@ def test_protocol_parser_finds_the_contract(documented: dict[str, DocumentedMess
     # Sub-tables (*Session*, *Limits*, ...) belong to the message above them.
     session_state = documented["session_state"]
     assert len(session_state.tables) == 5  # itself, Session, You, Participant, Limits
+    assert documented["locate_now"].tables == [] and documented["route_cleared"].tables == []
     assert {"max_participants", "joined_at", "stale", "update_interval_s"} <= session_state.fields
     assert {"west", "north", "lat", "lng", "zoom"} <= documented["viewport"].fields
     assert {"user_id", "accuracy", "timestamp"} <= documented["locations"].fields

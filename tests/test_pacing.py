@@ -3,6 +3,7 @@ share, and when within it a session flushes."""
 
 from __future__ import annotations
 
+import math
 import uuid
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from locshare.proto._pacing import GAIN_S, FlushPacer, flush_phase, next_flush_at
+from locshare.proto._pacing import GAIN, FlushPacer, flush_phase, next_flush_at
 
 
 def test_below_target_the_window_stays_at_the_configured_interval() -> None:
@@ -23,7 +24,7 @@ def test_below_target_the_window_stays_at_the_configured_interval() -> None:
 def test_a_busy_core_widens_the_window_up_to_the_maximum_then_it_narrows_again() -> None:
     pacer = FlushPacer(0.1, 0.25)
     widths = [pacer.observe(cpu_s=0.95, wall_s=1.0) for _ in range(20)]
-    assert widths[0] == pytest.approx(0.1 + GAIN_S * 0.2)  # in proportion to the excess
+    assert widths[0] == pytest.approx(0.1 * math.exp(GAIN * 0.2))  # by the excess
     assert widths == sorted(widths) and widths[-1] == 0.25
     narrowing = [pacer.observe(cpu_s=0.3, wall_s=1.0) for _ in range(10)]
     assert narrowing == sorted(narrowing, reverse=True) and narrowing[-1] == 0.1
@@ -57,7 +58,7 @@ def test_no_elapsed_time_changes_nothing() -> None:
 
 @pytest.mark.parametrize(
     ("base", "maximum", "target"),
-    [(0.0, 0.1, 0.75), (0.2, 0.1, 0.75), (0.1, 0.2, 0.0), (0.1, 0.2, 1.0)],
+    [(0.0, 0.1, 0.75), (0.2, 0.1, 0.75), (0.1, 0.2, 0.3), (0.1, 0.2, 1.0)],
 )
 def test_invalid_bounds_are_refused(base: float, maximum: float, target: float) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - the message is ours
@@ -72,10 +73,42 @@ def test_invalid_bounds_are_refused(base: float, maximum: float, target: float) 
 def test_the_window_never_leaves_its_bounds(
     base: float, extra: float, samples: list[tuple[float, float]]
 ) -> None:
-    pacer = FlushPacer(base, base + extra)
+    floor = base / 10
+    pacer = FlushPacer(base, base + extra, min_s=floor)
     for cpu_s, wall_s in samples:
         window = pacer.observe(cpu_s, wall_s)
-        assert base <= window <= base + extra
+        assert floor <= window <= base + extra
+
+
+def test_an_idle_core_narrows_the_window_to_its_floor_and_load_widens_it_again() -> None:
+    """Latency follows the network while the core has room; batching takes over as the
+    load grows (issue 15)."""
+    pacer = FlushPacer(0.1, 0.25, min_s=0.005)
+    idle = [pacer.observe(cpu_s=0.2, wall_s=1.0) for _ in range(15)]
+    assert idle[0] == pytest.approx(0.1 * math.exp(-GAIN * 0.3))  # by the room
+    assert idle == sorted(idle, reverse=True) and idle[-1] == 0.005
+    busy = [pacer.observe(cpu_s=0.95, wall_s=1.0) for _ in range(30)]
+    assert busy == sorted(busy) and busy[-1] == 0.25
+
+
+def test_between_the_thresholds_the_window_holds() -> None:
+    pacer = FlushPacer(0.1, 0.25, min_s=0.005)
+    for share in (0.5, 0.6, 0.75):
+        assert pacer.observe(cpu_s=share, wall_s=1.0) == 0.1
+
+
+def test_a_cost_per_frame_load_settles_between_the_bounds() -> None:
+    """Narrowing adds frames, so the CPU share rises as the window shrinks: the window
+    settles where the share re-enters the dead band instead of running to the floor."""
+    pacer = FlushPacer(0.1, 0.25, min_s=0.001)
+
+    def share(window_s: float) -> float:  # a fixed part plus a per-frame part
+        return min(1.0, 0.1 + 0.004 / window_s)
+
+    for _ in range(300):
+        pacer.observe(cpu_s=share(pacer.window_s), wall_s=1.0)
+    assert 0.005 < pacer.window_s < 0.1
+    assert 0.45 <= share(pacer.window_s) <= 0.75
 
 
 # --- the flush grid ---------------------------------------------------------------------

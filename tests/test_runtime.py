@@ -171,7 +171,8 @@ def runtime_settings(**overrides: Any) -> RuntimeSettings:
     fixed = {k: overrides.pop(k) for k in ("outbox_max_frames",) if k in overrides}
     values: dict[str, Any] = {
         "location_ttl_s": TTL,
-        "flush_interval_max_ms": 100,  # a fixed window unless a test widens it
+        "flush_interval_min_ms": 100,  # a fixed window unless a test moves the bounds
+        "flush_interval_max_ms": 100,
         "ws_connections_per_address": 100,
         "ws_connects_per_address_per_min": 100_000,
         "shutdown_grace_s": 2.0,
@@ -674,4 +675,137 @@ async def test_shutdown_sends_1001(autojump_clock: trio.testing.MockClock) -> No
         await h.hub.shutdown(5.0)
         for client in clients:
             assert await client.closed_with() == 1001
+        await h.assert_nothing_left()
+
+
+# --- update intervals (issue 15) ------------------------------------------------------
+async def test_intervals_follow_who_is_watching(autojump_clock: trio.testing.MockClock) -> None:
+    async with running_hub() as h:
+        record, (ann, bo) = await h.session(["Ann", "Bo"])
+        a = await h.connect(record, ann)
+        # Alone: nobody else has the map on screen.
+        assert await a.next_of("update_interval") == {"seconds": 30.0, "reason": "nobody_watching"}
+        b = await h.connect(record, bo)
+        # Bo's map is on screen: Ann is watched, and asked for a fix at once.
+        assert await a.next_of("update_interval") == {"seconds": 2.0, "reason": "watched"}
+        assert await b.next_of("update_interval") == {"seconds": 2.0, "reason": "watched"}
+        # Bo hides his map: Ann slows down (Bo stays watched: Ann's map is visible).
+        await b.send("visibility", {"visible": False})
+        assert await a.next_of("update_interval") == {"seconds": 30.0, "reason": "nobody_watching"}
+        await trio.sleep(10)  # past the locate_now rate limit
+        shown = trio.current_time()
+        await b.send("visibility", {"visible": True})
+        assert await a.next_of("locate_now") == {}
+        assert await a.next_of("update_interval") == {"seconds": 2.0, "reason": "watched"}
+        assert trio.current_time() - shown < 1.0  # a speed-up reaches them within 1 s
+        await end_all(h)
+        await h.assert_nothing_left()
+
+
+async def test_a_still_participant_is_asked_less_often_until_they_move(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with running_hub() as h:
+        record, (ann, bo) = await h.session(["Ann", "Bo"])
+        a = await h.connect(record, ann)
+        await h.connect(record, bo)
+        assert (await a.next_of("update_interval"))["reason"] == "nobody_watching"
+        assert (await a.next_of("update_interval"))["reason"] == "watched"
+        start = trio.current_time()
+        for i in range(40):  # every 2 s, within 5 m
+            await a.location(48.0 + (i % 2) * 0.00004, 11.0)
+            await trio.sleep(2.0)
+            actor = h.hub.sessions[record.id]
+            if actor.fanout.current(ann.id).interval_sent[1] == "stationary":  # type: ignore[union-attr]
+                break
+        assert await a.next_of("update_interval") == {"seconds": 10.0, "reason": "stationary"}
+        assert 60.0 <= trio.current_time() - start <= 64.0
+        # No anchor is older than the location TTL, ever.
+        anchor = actor.stillness[ann.id]
+        assert anchor.anchor_at is not None and trio.current_time() - anchor.anchor_at < TTL
+        await a.location(48.001, 11.0)  # 110 m away: moving again, at once
+        assert await a.next_of("update_interval") == {"seconds": 2.0, "reason": "watched"}
+        await end_all(h)
+        await h.assert_nothing_left()
+
+
+async def test_locate_now_is_rate_limited_per_session(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with running_hub() as h:
+        record, (ann, bo) = await h.session(["Ann", "Bo"])
+        a = await h.connect(record, ann)
+        b = await h.connect(record, bo)
+        await trio.sleep(6)
+        for _ in range(20):  # toggling as fast as the message budget allows
+            await b.send("visibility", {"visible": False})
+            await b.send("visibility", {"visible": True})
+            await trio.sleep(0.25)
+        await a.send("ping", {"id": "barrier"})
+        frames = []
+        while True:
+            frame = await a.next()
+            if frame["type"] == "pong":
+                break
+            frames.append(frame["type"])
+        assert 1 <= frames.count("locate_now") <= 2  # 5 s of toggling: at most one per 5 s
+        await end_all(h)
+        await h.assert_nothing_left()
+
+
+async def test_bad_visibility_messages(autojump_clock: trio.testing.MockClock) -> None:
+    async with running_hub() as h:
+        record, (ann,) = await h.session(["Ann"])
+        a = await h.connect(record, ann)
+        for bad in ("yes", 1, None, [True]):
+            await a.send("visibility", {"visible": bad})
+            assert (await a.next_of("error"))["code"] == "malformed_message"
+            await trio.sleep(0.2)
+        await a.send("visibility", {"visible": False, "extra": "ignored"})  # Rule 3
+        await a.send("ping", {"id": 1})
+        assert (await a.next_of("pong"))["id"] == 1
+        await end_all(h)
+        await h.assert_nothing_left()
+
+
+async def test_positions_from_other_nodes_that_are_old_or_stale_are_ignored(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A link to Redis that comes back can deliver what a dead connection held: a
+    position older than the member's last one, or older than the TTL, changes nothing
+    (found by the partition benchmark: entries up to 15 s old after the heal)."""
+    from locshare.runtime._events import Located, LocatedBatch
+
+    async with running_hub() as h:
+        record, (ann, bo) = await h.session(["Ann", "Bo"])
+        b = await h.connect(record, bo)
+        actor = h.hub.sessions[record.id]
+
+        def remote(lat: float, age_s: float) -> LocatedBatch:
+            wall = h.clock.now() - age_s
+            now = trio.current_time() - age_s
+            return LocatedBatch(
+                "other-node", (Located(ann.id, lat, 7.0, None, None, None, None, now, wall),)
+            )
+
+        actor.post(remote(45.0, 1.0))
+        assert (await b.next_of("locations"))["updates"][0]["lat"] == 45.0
+
+        async def frames_after(event: LocatedBatch) -> list[str]:
+            actor.post(event)
+            await trio.sleep(1.0)
+            await b.send("ping", {"id": "x"})
+            frames = []
+            while (frame := await b.next())["type"] != "pong":
+                frames.append(frame["type"])
+            return frames
+
+        # Older than the one applied; older than the TTL: neither is news.
+        assert "locations" not in await frames_after(remote(46.0, 2.0))
+        assert "locations" not in await frames_after(remote(47.0, TTL + 1))
+        assert actor.members[ann.id].location_at is not None
+        assert h.clock.now() - actor.members[ann.id].location_at < 3.0
+        actor.post(remote(48.0, 0.0))
+        assert (await b.next_of("locations"))["updates"][0]["lat"] == 48.0
+        await end_all(h)
         await h.assert_nothing_left()

@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from locshare.errors import StorageError, StorageUnavailable
-from locshare.storage._model import JoinStatus
+from locshare.storage._model import JoinStatus, PlaceRecord, RouteRecord
 from locshare.storage._postgres import PostgresStorage, migrations
 from tests import pgfiles
 
@@ -19,9 +19,9 @@ async def test_migrations_apply_once_and_are_recorded(fresh_database: str) -> No
     async with PostgresStorage.open(fresh_database) as storage:
         first = await storage.migrate()
         second = await storage.migrate()
-        assert first == [v for v, _, _ in migrations()] == [1, 2]
+        assert first == [v for v, _, _ in migrations()] == [1, 2, 3]
         assert second == []
-        assert await storage.applied_migrations() == [1, 2]
+        assert await storage.applied_migrations() == [1, 2, 3]
 
 
 async def test_concurrent_migrations_apply_once(fresh_database: str) -> None:
@@ -34,7 +34,7 @@ async def test_concurrent_migrations_apply_once(fresh_database: str) -> None:
     async with trio.open_nursery() as nursery:
         for _ in range(3):
             nursery.start_soon(migrate)
-    assert sorted(map(tuple, results)) == [(), (), (1, 2)]
+    assert sorted(map(tuple, results)) == [(), (), (1, 2, 3)]
 
 
 async def test_no_location_column_anywhere(storage: PostgresStorage) -> None:
@@ -268,3 +268,69 @@ async def test_the_rewrite_runs_only_after_deletions_and_is_paced(database_url: 
             storage._compact_interval_s = 0.0  # the interval has passed
             assert await storage.purge_ended(ended_before=time.time()) == 0
             assert await storage._run(file_ids) != rewritten  # the pending rewrite ran
+
+
+async def test_places_and_the_route_are_session_data(storage: PostgresStorage) -> None:
+    """Stored, limited, removed, and gone with their session (names and shapes leave
+    the table files like participants' names)."""
+    with trio.fail_after(60):
+        now = float(int(time.time()))  # whole seconds: timestamptz keeps microseconds
+        sid = uuid.uuid4()
+        await storage.create_session(
+            session_id=sid,
+            name="with places",
+            now=now - 10,
+            expires_at=now + 3600,
+            creator_secret_hash=b"x",
+            max_participants=5,
+        )
+        secret_name = f"place-{secrets.token_hex(8)}"
+        places = [
+            PlaceRecord(
+                uuid.uuid4(),
+                sid,
+                secret_name if i == 0 else f"P{i}",
+                "meet",
+                None,
+                {"type": "Point", "coordinates": [7.0, 45.0]},
+                50.0,
+                now - i,
+            )
+            for i in range(3)
+        ]
+        for place in places:
+            assert await storage.add_place(place, limit=2) is (place is not places[2])
+        assert (
+            await storage.add_place(
+                PlaceRecord(uuid.uuid4(), uuid.uuid4(), "x", "poi", None, {}, None, now), limit=20
+            )
+            is False
+        )  # no such session
+        listed = await storage.list_places(sid)
+        assert [p.name for p in listed] == ["P1", secret_name]  # oldest first
+        assert listed[1] == places[0]
+        assert await storage.get_place(sid, places[1].id) == places[1]
+        assert await storage.get_place(uuid.uuid4(), places[1].id) is None
+        assert await storage.remove_place(uuid.uuid4(), places[1].id) is None
+        assert await storage.remove_place(sid, places[1].id) == places[1]
+        assert await storage.remove_place(sid, places[1].id) is None
+        line = {"type": "LineString", "coordinates": [[7.0, 45.0], [7.1, 45.1]]}
+        await storage.set_route(RouteRecord(sid, line, 200.0, now))
+        await storage.set_route(RouteRecord(sid, line, 350.0, now + 1))
+        route = await storage.get_route(sid)
+        assert route is not None and route.off_route_m == 350.0 and route.geometry == line
+        assert abs(route.updated_at - (now + 1)) < 1e-3
+        assert await storage.clear_route(sid) is True
+        assert await storage.clear_route(sid) is False
+        assert await storage.get_route(sid) is None
+        await storage.set_route(RouteRecord(sid, line, 200.0, now))
+        await storage.end_session(session_id=sid, reason="ended", now=now - 5)
+        before = await pgfiles.table_files(storage)
+        await pgfiles.checkpoint(storage)
+        assert pgfiles.files_containing(before, secret_name.encode())
+        assert await storage.purge_ended(ended_before=now) >= 1
+        await pgfiles.checkpoint(storage)
+        after = await pgfiles.table_files(storage)
+        assert pgfiles.files_containing(before + after, secret_name.encode()) == []
+        assert await storage.list_places(sid) == []
+        assert await storage.get_route(sid) is None

@@ -6,7 +6,8 @@ channel bucket within one bus tick::
     {"o": origin_node, "e": [[session_id, kind, payload], ...]}
 
 Kinds: ``L`` positions, ``J`` joined, ``X`` left/removed, ``E`` ended, ``P`` presence,
-``Q`` state request, ``R`` state reply.  Positions cross with the *wall* time they were
+``Q`` state request, ``R`` state reply, ``A`` place added, ``D`` place removed, ``T``
+route changed (read it from storage), ``S`` status.  Positions cross with the *wall* time they were
 received; the receiver turns it into its own monotonic time (``to_monotonic``), so
 retention counts from the first receipt on every node.
 
@@ -28,12 +29,16 @@ from ..runtime._events import (
     Left,
     Located,
     LocatedBatch,
+    PlaceAdded,
+    PlaceRemoved,
     Presence,
+    RouteChanged,
     SessionEvent,
     StateReply,
     StateRequest,
+    StatusSet,
 )
-from ..storage._model import ParticipantRecord
+from ..storage._model import ParticipantRecord, PlaceRecord
 
 KIND_LOCATED: Final = "L"
 
@@ -70,6 +75,20 @@ def _located_in(row: list[Any], to_monotonic: Callable[[float], float]) -> Locat
     )
 
 
+def _status_out(event: StatusSet) -> list[Any]:
+    return [str(event.user_id), event.status, event.text, event.at]
+
+
+def _status_in(row: list[Any]) -> StatusSet:
+    user, status, text, at = row
+    return StatusSet(
+        uuid.UUID(user),
+        None if status is None else str(status),
+        None if text is None else str(text),
+        None if at is None else float(at),
+    )
+
+
 def encode_event(session_id: uuid.UUID, event: SessionEvent) -> list[Any]:
     """One ``[session_id, kind, payload]`` entry."""
     sid = str(session_id)
@@ -87,7 +106,7 @@ def encode_event(session_id: uuid.UUID, event: SessionEvent) -> list[Any]:
     if isinstance(event, Ended):
         return [sid, "E", event.reason]
     if isinstance(event, Presence):
-        return [sid, "P", [str(event.user_id), event.online]]
+        return [sid, "P", [str(event.user_id), event.online, event.visible]]
     if isinstance(event, StateRequest):
         return [sid, "Q", None]
     if isinstance(event, StateReply):
@@ -97,9 +116,32 @@ def encode_event(session_id: uuid.UUID, event: SessionEvent) -> list[Any]:
             [
                 event.to,
                 [_located_out(e) for e in event.located],
-                [[str(user), node] for user, node in event.online],
+                [[str(user), node, visible] for user, node, visible in event.online],
+                [_status_out(s) for s in event.statuses],
             ],
         ]
+    if isinstance(event, PlaceAdded):
+        place = event.place
+        author = None if place.author is None else str(place.author)
+        return [
+            sid,
+            "A",
+            [
+                str(place.id),
+                place.name,
+                place.kind,
+                author,
+                place.geometry,
+                place.radius_m,
+                place.created_at,
+            ],
+        ]
+    if isinstance(event, PlaceRemoved):
+        return [sid, "D", str(event.place_id)]
+    if isinstance(event, RouteChanged):
+        return [sid, "T", None]
+    if isinstance(event, StatusSet):
+        return [sid, "S", _status_out(event)]
     raise TypeError(f"not a session event: {type(event).__name__}")
 
 
@@ -154,16 +196,39 @@ def _decode(
     if kind == "E":
         return Ended(str(payload))
     if kind == "P":
-        user, online = payload
-        return Presence(origin, uuid.UUID(user), bool(online))
+        user, online, visible = payload
+        return Presence(origin, uuid.UUID(user), bool(online), bool(visible))
     if kind == "Q":
         return StateRequest(origin)
     if kind == "R":
-        to, located, online = payload
+        to, located, online, statuses = payload
         return StateReply(
             origin,
             str(to),
             tuple(_located_in(row, to_monotonic) for row in located),
-            tuple((uuid.UUID(user), str(node)) for user, node in online),
+            tuple((uuid.UUID(user), str(node), bool(visible)) for user, node, visible in online),
+            tuple(_status_in(row) for row in statuses),
         )
+    if kind == "A":
+        place_id, name, place_kind, author, geometry, radius_m, created_at = payload
+        if not isinstance(geometry, dict):
+            raise TypeError
+        return PlaceAdded(
+            PlaceRecord(
+                uuid.UUID(place_id),
+                session_id,
+                str(name),
+                str(place_kind),
+                None if author is None else uuid.UUID(author),
+                geometry,
+                None if radius_m is None else float(radius_m),
+                float(created_at),
+            )
+        )
+    if kind == "D":
+        return PlaceRemoved(uuid.UUID(payload))
+    if kind == "T":
+        return RouteChanged()
+    if kind == "S":
+        return _status_in(payload)
     raise ValueError(f"unknown kind {kind!r}")

@@ -545,6 +545,10 @@ class PlaceIndex:
             return np.zeros((0, 2), dtype=np.intp)
         return np.argwhere(self._present[row]).astype(np.intp)
 
+    def __len__(self) -> int:
+        """Blocks (sessions) with at least one entry."""
+        return len(self._row_of)
+
     def statistics(self) -> PlaceStatistics:
         return PlaceStatistics(
             sessions=len(self._row_of),

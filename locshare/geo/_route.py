@@ -644,6 +644,7 @@ class RouteIndex:
         self._capacity = 0
         self._block = np.zeros(0, dtype=np.intp)
         self._dirty = np.zeros(0, dtype=bool)
+        self._off_route = np.zeros(0)  # per row: its off-route threshold (metres)
         # Per row, the route's frame as columns east, north, centre: a fix's unit
         # vector times it gives its frame coordinates' ingredients (one matmul).
         self._frame = np.zeros((0, 3, 3))
@@ -659,6 +660,7 @@ class RouteIndex:
         extra = rows - old
         self._block = np.concatenate([self._block, np.full(extra, -1, dtype=np.intp)])
         self._dirty = np.concatenate([self._dirty, np.zeros(extra, dtype=bool)])
+        self._off_route = np.concatenate([self._off_route, np.full(extra, self.off_route_m)])
         self._frame = np.concatenate([self._frame, np.zeros((extra, 3, 3))])
         pad = np.full((extra, self.block_size, len(_STATE)), np.nan)
         self._state = np.concatenate([self._state, pad])
@@ -668,9 +670,10 @@ class RouteIndex:
         self._capacity = rows
 
     # --- routes -------------------------------------------------------------------------
-    def set_route(self, block: int, route: Route) -> None:
+    def set_route(self, block: int, route: Route, *, off_route_m: float | None = None) -> None:
         """Give a block a route, replacing any; its convoy state starts afresh and the
-        next tick reports its convoy."""
+        next tick reports its convoy.  ``off_route_m``: this block's off-route threshold
+        (default: the index's)."""
         row = self._row_of.get(block)
         if row is None:
             if not self._free_rows:
@@ -679,6 +682,7 @@ class RouteIndex:
             self._row_of[block] = row
             self._block[row] = block
         self._routes[row] = route
+        self._off_route[row] = self.off_route_m if off_route_m is None else off_route_m
         frame = route.frame
         self._frame[row] = np.stack([frame.east, frame.north, frame.centre], axis=1)
         self._state[row] = np.nan
@@ -713,6 +717,10 @@ class RouteIndex:
         if row is not None:
             self._state[row, slot] = np.nan
             self._dirty[row] = True
+
+    def __len__(self) -> int:
+        """Blocks (sessions) with at least one entry."""
+        return len(self._row_of)
 
     def statistics(self) -> RouteStatistics:
         points = sum(r.points for r in self._routes if r is not None)
@@ -828,7 +836,7 @@ class RouteIndex:
             gaps_s = np.where(speed >= MIN_SPEED_M_S, gaps / speed, np.nan)
         off = state[:, :, _OFF]
         with np.errstate(invalid="ignore"):
-            far_i, far_slot = np.nonzero(off > self.off_route_m)
+            far_i, far_slot = np.nonzero(off > self._off_route[rows][:, None])
         far_off = off[far_i, far_slot].tolist()
         off_route: list[list[tuple[int, float]]] = [[] for _ in range(rows.size)]
         for i, far_s, metres in zip(far_i.tolist(), far_slot.tolist(), far_off, strict=True):

@@ -65,6 +65,7 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import wrap_app
 
+from ..proto._places import body_limit
 from ._wsserver import (
     LINGER_MAX_BYTES,
     LINGER_S,
@@ -169,6 +170,7 @@ class Mirror:
 
     def __init__(self, max_body_bytes: int | None = None) -> None:
         self._max_body = max_body_bytes
+        self._limit = max_body_bytes  # the current request's (a route upload's is larger)
         self._body = 0  # body bytes of the current request
         self.completed = 0  # requests received whole
         self.client_closing = False  # the client asked to close after its request
@@ -230,6 +232,9 @@ class Mirror:
                     return out
                 self.requests += 1
                 self._body = 0
+                if self._max_body is not None:
+                    target = event.target.decode("latin-1").partition("?")[0]
+                    self._limit = body_limit(event.method.decode("latin-1"), target, self._max_body)
                 if kind is Kind.H2C:
                     out += self._take(self._request_start)
                     self._skip(self._consumed())
@@ -260,7 +265,7 @@ class Mirror:
         return out + self._take(self._consumed())
 
     def _over_limit(self, size: int | None) -> bool:
-        return self._max_body is not None and size is not None and size > self._max_body
+        return self._limit is not None and size is not None and size > self._limit
 
     def _cut(self) -> bytes:
         """Pass on what was parsed (hypercorn then answers 413); drop everything else."""

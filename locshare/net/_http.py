@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 from quart import Response, g, request
 from quart_trio import QuartTrio
+from quart_trio.wrappers import TrioRequest
 from werkzeug.exceptions import HTTPException
 
 from .._logging import request_id_var
@@ -35,6 +36,7 @@ from ..errors import (
     Unavailable,
 )
 from ..proto import _validation
+from ..proto._places import body_limit
 from ..runtime._service import Service, parse_session_id
 from ._openapi import openapi_document
 from ._web import register_web_routes
@@ -75,6 +77,20 @@ def error_response(
     return json_response({"error": error}, status, headers)
 
 
+def _request_class(max_body_bytes: int) -> type[TrioRequest]:
+    """Quart fixes a request's body limit when it creates the request, from the app's
+    ``MAX_CONTENT_LENGTH``: this class gives each request its route's limit instead (a
+    route upload 8 MiB, a place 64 KiB, everything else ``max_body_bytes``: the same
+    rule as the front door's, ``_places.body_limit``)."""
+
+    class LimitedRequest(TrioRequest):
+        def __init__(self, method: str, scheme: str, path: str, *args: Any, **kwargs: Any) -> None:
+            kwargs["max_content_length"] = body_limit(method, path, max_body_bytes)
+            super().__init__(method, scheme, path, *args, **kwargs)
+
+    return LimitedRequest
+
+
 def create_app(
     service: Service,
     *,
@@ -85,6 +101,7 @@ def create_app(
 ) -> QuartTrio:
     app = QuartTrio("locshare")
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
+    app.request_class = _request_class(max_body_bytes)
     app.config["JSON_SORT_KEYS"] = False
     openapi_body = orjson.dumps(openapi_document(__version__))
 
@@ -111,7 +128,7 @@ def create_app(
             # not need it: if a keep-alive connection's body is still arriving when the
             # response is complete, quart-trio leaves the connection hanging and the
             # client's next request times out (found by schemathesis).  Bounded by
-            # MAX_CONTENT_LENGTH (413) and hypercorn's read timeout.
+            # the request's limit (413) and hypercorn's read timeout.
             await request.get_data()
 
     @app.after_request
@@ -125,7 +142,9 @@ def create_app(
         if request.path.startswith("/api/"):
             response.headers["Access-Control-Allow-Origin"] = "*"
             response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
-            response.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
+            response.headers["Access-Control-Allow-Methods"] = (
+                "GET, POST, PUT, PATCH, DELETE, OPTIONS"
+            )
         started = g.get("started")
         if started is not None and service.observe_request is not None:
             rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
@@ -212,6 +231,57 @@ def create_app(
     async def remove_participant(session_id: str, user_id: str) -> Response:
         sid = parse_session_id(session_id)
         await service.remove_participant(sid, user_id, request.headers.get("Authorization"))
+        return Response(b"", status=204)
+
+    # --- places and the route (issue 14) ------------------------------------------------
+    @app.post("/api/sessions/<session_id>/places")
+    async def add_place(session_id: str) -> Response:
+        sid = parse_session_id(session_id)
+        body = await body_json(optional=False)
+        place = await service.add_place(sid, request.headers.get("Authorization"), body)
+        return json_response(
+            place, 201, {"Location": f"/api/sessions/{sid}/places/{place['place_id']}"}
+        )
+
+    @app.get("/api/sessions/<session_id>/places")
+    async def list_places(session_id: str) -> Response:
+        sid = parse_session_id(session_id)
+        return json_response(await service.list_places(sid, request.headers.get("Authorization")))
+
+    @app.delete("/api/sessions/<session_id>/places/<place_id>")
+    async def remove_place(session_id: str, place_id: str) -> Response:
+        sid = parse_session_id(session_id)
+        await service.remove_place(sid, place_id, request.headers.get("Authorization"))
+        return Response(b"", status=204)
+
+    @app.put("/api/sessions/<session_id>/route")
+    async def set_route(session_id: str) -> Response:
+        sid = parse_session_id(session_id)
+        raw = await request.get_data()
+        assert isinstance(raw, bytes)
+        summary = await service.set_route(
+            sid,
+            request.headers.get("Authorization"),
+            raw,
+            request.headers.get("Content-Type"),
+            request.args.get("off_route_m"),
+        )
+        return json_response(summary)
+
+    @app.patch("/api/sessions/<session_id>/route")
+    async def update_route(session_id: str) -> Response:
+        sid = parse_session_id(session_id)
+        raw = await request.get_data()
+        assert isinstance(raw, bytes)
+        changed = await service.update_route(
+            sid, request.headers.get("Authorization"), raw, request.headers.get("Content-Type")
+        )
+        return json_response(changed)
+
+    @app.delete("/api/sessions/<session_id>/route")
+    async def clear_route(session_id: str) -> Response:
+        sid = parse_session_id(session_id)
+        await service.clear_route(sid, request.headers.get("Authorization"))
         return Response(b"", status=204)
 
     # --- health and documents -----------------------------------------------------------

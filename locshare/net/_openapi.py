@@ -9,7 +9,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..geo import MAX_PLACES_PER_SESSION, PLACE_KINDS, ROUTE_MAX_POINTS, ROUTE_SIMPLIFIED_MAX_POINTS
+from ..geo._places import (
+    PLACE_RADIUS_DEFAULT_M,
+    PLACE_RADIUS_MAX_M,
+    PLACE_RADIUS_MIN_M,
+    POLYGON_MAX_VERTICES,
+)
 from ..proto import _validation as v
+from ..proto._places import (
+    OFF_ROUTE_MAX_M,
+    OFF_ROUTE_MIN_M,
+    PLACE_NAME_MAX_CHARS,
+    ROUTE_MAX_BODY_BYTES,
+)
 
 JSON = "application/json"
 UUID = {"type": "string", "format": "uuid"}
@@ -23,6 +36,7 @@ ERROR_CODES = [
     "not_found",
     "method_not_allowed",
     "session_full",
+    "too_many_places",
     "session_ended",
     "payload_too_large",
     "unsupported_media_type",
@@ -37,7 +51,7 @@ _STATUS_TEXT = {
     403: "Token of another session, or wrong role",
     404: "No such session or participant",
     405: "Method not allowed",
-    409: "Session full",
+    409: "Session full, or the session has its 20 places already",
     410: "Session ended or expired",
     413: "Body over the size limit",
     415: "The body is not JSON (send Content-Type: application/json)",
@@ -259,6 +273,104 @@ def openapi_document(version: str) -> dict[str, Any]:
                 },
             },
         },
+        "NewPlace": {
+            "type": "object",
+            "required": ["name", "kind"],
+            "description": "A circle (`lat`, `lng`, `radius_m`) or a polygon (`geometry`:"
+            " a GeoJSON Polygon, or a Point with `radius_m`). At most"
+            f" {MAX_PLACES_PER_SESSION} places per session.",
+            "properties": {
+                "name": {"type": "string", "minLength": 1, "maxLength": PLACE_NAME_MAX_CHARS},
+                "kind": {"enum": list(PLACE_KINDS)},
+                "lat": {"type": "number", "minimum": -90, "maximum": 90},
+                "lng": {"type": "number", "minimum": -180, "maximum": 180},
+                "radius_m": {
+                    "type": ["number", "null"],
+                    "minimum": PLACE_RADIUS_MIN_M,
+                    "maximum": PLACE_RADIUS_MAX_M,
+                    "default": PLACE_RADIUS_DEFAULT_M,
+                },
+                "geometry": {
+                    "type": "object",
+                    "description": "GeoJSON Polygon (one exterior ring and optional holes,"
+                    f" at most {POLYGON_MAX_VERTICES} vertices, valid: not self-intersecting)"
+                    " or Point",
+                    "required": ["type", "coordinates"],
+                    "properties": {
+                        "type": {"enum": ["Polygon", "Point"]},
+                        "coordinates": {"type": "array"},
+                    },
+                },
+            },
+        },
+        "Place": {
+            "type": "object",
+            "required": [
+                "place_id",
+                "name",
+                "kind",
+                "author",
+                "geometry",
+                "radius_m",
+                "created_at",
+            ],
+            "properties": {
+                "place_id": UUID,
+                "name": {"type": "string"},
+                "kind": {"enum": list(PLACE_KINDS)},
+                "author": {
+                    "oneOf": [UUID, {"type": "null"}],
+                    "description": "Who added it; null: the creator (creator token)",
+                },
+                "geometry": {"type": "object"},
+                "radius_m": {"type": ["number", "null"]},
+                "created_at": TIMESTAMP,
+            },
+        },
+        "Places": {
+            "type": "object",
+            "required": ["places"],
+            "properties": {"places": {"type": "array", "items": _ref("Place")}},
+        },
+        "RouteLine": {
+            "type": "object",
+            "description": "GeoJSON LineString (or a Feature holding one),"
+            f" 2 to {ROUTE_MAX_POINTS} positions [lng, lat]",
+            "required": ["type"],
+            "properties": {"type": {"enum": ["LineString", "Feature"]}},
+        },
+        "RouteSet": {
+            "type": "object",
+            "required": [
+                "points",
+                "simplified_points",
+                "tolerance_m",
+                "length_m",
+                "off_route_m",
+            ],
+            "properties": {
+                "points": {"type": "integer"},
+                "simplified_points": {
+                    "type": "integer",
+                    "maximum": ROUTE_SIMPLIFIED_MAX_POINTS,
+                    "description": "Points in the copy clients receive (route_set)",
+                },
+                "tolerance_m": {"type": "number"},
+                "length_m": {"type": "number"},
+                "off_route_m": {"type": "number"},
+            },
+        },
+        "OffRoute": {
+            "type": "object",
+            "required": ["off_route_m"],
+            "properties": {
+                "off_route_m": {
+                    "type": "number",
+                    "minimum": OFF_ROUTE_MIN_M,
+                    "maximum": OFF_ROUTE_MAX_M,
+                }
+            },
+        },
         "Status": {
             "type": "object",
             "required": ["status"],
@@ -368,6 +480,106 @@ def openapi_document(version: str) -> dict[str, Any]:
                     **_errors(401, 403, 404, 410, 500, 503),
                 },
             }
+        },
+        "/api/sessions/{session_id}/places": {
+            "post": {
+                "operationId": "addPlace",
+                "summary": "Add a place: a meeting point, point of interest, hazard..."
+                " (participant or creator token)",
+                "parameters": [sid],
+                "security": BEARER,
+                "requestBody": {"required": True, "content": {JSON: {"schema": _ref("NewPlace")}}},
+                "responses": {
+                    "201": _json(_ref("Place"), "Added; everyone gets place_added"),
+                    **_errors(400, 401, 403, 404, 409, 410, 415, 422, *_COMMON),
+                },
+            },
+            "get": {
+                "operationId": "listPlaces",
+                "summary": "The session's places (token of this session)",
+                "parameters": [sid],
+                "security": BEARER,
+                "responses": {
+                    "200": _json(_ref("Places"), "The places, oldest first"),
+                    **_errors(401, 403, 404, 410, 500, 503),
+                },
+            },
+        },
+        "/api/sessions/{session_id}/places/{place_id}": {
+            "delete": {
+                "operationId": "removePlace",
+                "summary": "Remove a place (its author's token or the creator token)",
+                "parameters": [
+                    sid,
+                    {
+                        "name": "place_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    },
+                ],
+                "security": BEARER,
+                "responses": {
+                    "204": {"description": "Removed; everyone gets place_removed"},
+                    **_errors(401, 403, 404, 410, 429, 500, 503),
+                },
+            }
+        },
+        "/api/sessions/{session_id}/route": {
+            "put": {
+                "operationId": "setRoute",
+                "summary": "Set the convoy's route (creator token): GeoJSON or GPX,"
+                f" up to {ROUTE_MAX_POINTS} points and {ROUTE_MAX_BODY_BYTES // 2**20} MiB",
+                "parameters": [
+                    sid,
+                    {
+                        "name": "off_route_m",
+                        "in": "query",
+                        "required": False,
+                        "description": "Beyond this distance from the route a rider is off"
+                        " route (default 200)",
+                        "schema": {
+                            "type": "number",
+                            "minimum": OFF_ROUTE_MIN_M,
+                            "maximum": OFF_ROUTE_MAX_M,
+                        },
+                    },
+                ],
+                "security": BEARER,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        JSON: {"schema": _ref("RouteLine")},
+                        "application/geo+json": {"schema": _ref("RouteLine")},
+                        "application/gpx+xml": {"schema": {"type": "string"}},
+                    },
+                },
+                "responses": {
+                    "200": _json(_ref("RouteSet"), "Set; everyone gets route_set"),
+                    **_errors(400, 401, 403, 404, 410, 415, 422, *_COMMON),
+                },
+            },
+            "patch": {
+                "operationId": "updateRoute",
+                "summary": "Change the off-route threshold (creator token)",
+                "parameters": [sid],
+                "security": BEARER,
+                "requestBody": {"required": True, "content": {JSON: {"schema": _ref("OffRoute")}}},
+                "responses": {
+                    "200": _json(_ref("OffRoute"), "Changed; everyone gets route_set"),
+                    **_errors(400, 401, 403, 404, 410, 415, 422, *_COMMON),
+                },
+            },
+            "delete": {
+                "operationId": "clearRoute",
+                "summary": "Remove the route (creator token)",
+                "parameters": [sid],
+                "security": BEARER,
+                "responses": {
+                    "204": {"description": "Removed; everyone gets route_cleared"},
+                    **_errors(401, 403, 404, 410, 429, 500, 503),
+                },
+            },
         },
         "/health": {
             "get": {

@@ -21,6 +21,7 @@ Nothing here imports trio or reads a clock.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -28,19 +29,42 @@ import orjson
 from wsproto.frame_protocol import FrameProtocol
 
 from .._clock import parse_rfc3339
-from ..errors import InvalidLocation, MalformedMessage, UnknownType
+from ..errors import (
+    InvalidLocation,
+    InvalidPlace,
+    InvalidRequest,
+    InvalidStatus,
+    MalformedMessage,
+    UnknownType,
+)
+from ..geo import Place
 from . import _json
+from ._places import place_request, status_request
 
 # --- the contract -------------------------------------------------------------------
 CLIENT_MESSAGES: Final[dict[str, tuple[str, ...]]] = {
     "location_update": ("lat", "lng", "accuracy", "heading", "speed", "timestamp"),
-    "viewport_size": ("width", "height", "padding"),
+    "viewport_size": ("width", "height", "padding", "include_places"),
     "ping": ("id",),
     "leave": (),
+    "visibility": ("visible",),
+    "place_add": ("name", "kind", "lat", "lng", "radius_m", "geometry"),
+    "place_remove": ("place_id",),
+    "set_status": ("status", "text"),
 }
 
 SERVER_MESSAGES: Final[dict[str, tuple[str, ...]]] = {
-    "session_state": ("session", "you", "participants", "viewport", "limits"),
+    "session_state": (
+        "session",
+        "you",
+        "participants",
+        "viewport",
+        "limits",
+        "places",
+        "arrivals",
+        "route",
+        "convoy",
+    ),
     "participant_joined": ("user_id", "display_name", "avatar_color", "joined_at", "online"),
     "participant_left": ("user_id", "reason"),
     "presence": ("user_id", "online"),
@@ -50,6 +74,16 @@ SERVER_MESSAGES: Final[dict[str, tuple[str, ...]]] = {
     "pong": ("server_time", "id"),
     "session_ended": ("reason",),
     "error": ("code", "message"),
+    "update_interval": ("seconds", "reason"),
+    "locate_now": (),
+    "place_added": ("place_id", "name", "kind", "author", "geometry", "radius_m", "created_at"),
+    "place_removed": ("place_id",),
+    "arrived": ("user_id", "place_id"),
+    "departed": ("user_id", "place_id", "reason"),
+    "route_set": ("geometry", "points", "tolerance_m", "length_m", "off_route_m"),
+    "route_cleared": (),
+    "convoy": ("order", "gaps_m", "gaps_s", "off_route"),
+    "status": ("user_id", "status", "text", "at"),
 }
 
 LOCATION_ENTRY_FIELDS: Final = (
@@ -68,6 +102,10 @@ ERROR_CODES: Final = (
     "invalid_location",
     "rate_limited",
     "internal_error",
+    "invalid_place",
+    "invalid_status",
+    "forbidden",
+    "unavailable",
 )
 
 CLOSE_NORMAL: Final = 1000
@@ -110,6 +148,7 @@ class ViewportSize:
     width: int
     height: int
     padding: int
+    include_places: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +161,30 @@ class Leave:
     pass
 
 
-ClientMessage = LocationUpdate | ViewportSize | Ping | Leave
+@dataclass(frozen=True, slots=True)
+class Visibility:
+    visible: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceAdd:
+    place: Place
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceRemove:
+    place_id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class SetStatus:
+    status: str | None
+    text: str | None
+
+
+ClientMessage = (
+    LocationUpdate | ViewportSize | Ping | Leave | Visibility | PlaceAdd | PlaceRemove | SetStatus
+)
 
 
 def _number(
@@ -171,6 +233,26 @@ def parse_client_message(raw: str | bytes, *, is_text: bool = True) -> ClientMes
         return _parse_ping(data)
     if kind == "leave":
         return Leave()
+    if kind == "visibility":
+        visible = data.get("visible")
+        if not isinstance(visible, bool):
+            raise MalformedMessage("'visible' must be true or false")
+        return Visibility(visible)
+    if kind == "place_add":
+        try:
+            return PlaceAdd(place_request(data))
+        except InvalidRequest as exc:
+            raise InvalidPlace(exc.message) from None
+    if kind == "place_remove":
+        try:
+            return PlaceRemove(uuid.UUID(str(data.get("place_id"))))
+        except ValueError:
+            raise InvalidPlace("'place_id' must be the id of a place") from None
+    if kind == "set_status":
+        try:
+            return SetStatus(*status_request(data))
+        except InvalidRequest as exc:
+            raise InvalidStatus(exc.message) from None
     raise UnknownType(f"unknown message type {kind[:64]!r}")
 
 
@@ -223,7 +305,10 @@ def _parse_viewport(data: dict[str, Any]) -> ViewportSize:
     pad = DEFAULT_VIEWPORT[2] if padding is None else padding
     if 2 * pad >= min(width, height):
         raise MalformedMessage("'padding' must leave room: 2 * padding < min(width, height)")
-    return ViewportSize(int(width), int(height), int(pad))
+    include_places = data.get("include_places")
+    if include_places is not None and not isinstance(include_places, bool):
+        raise MalformedMessage("'include_places' must be true or false")
+    return ViewportSize(int(width), int(height), int(pad), bool(include_places))
 
 
 # --- server messages ----------------------------------------------------------------

@@ -1,17 +1,21 @@
-"""The flush window, widened when the server's core is busy (sans-io: no trio).
+"""The flush window, following the load in both directions (sans-io: no trio).
 
 Each session sends the location updates it received within one *flush window* as one
 frame.  Per recipient, a frame costs the same system call however many updates it
-carries, so at a fixed CPU budget a wider window serves more participants: the
-configured ``flush_interval_ms`` keeps latency low while the core has room, and under
-load the window grows towards ``flush_interval_max_ms`` instead of letting every queue
-in the process grow.
+carries, so at a fixed CPU budget a wider window serves more participants, and a
+narrower one delivers sooner.  So the window follows the load: it starts at
+``flush_interval_ms``, narrows towards ``flush_interval_min_ms`` (a few milliseconds)
+while the core has room, so that latency tracks what the network allows, and widens
+towards ``flush_interval_max_ms`` as the core fills, so that batching takes over instead
+of every queue in the process growing.
 
 :class:`FlushPacer` is an integral controller on the process's CPU share (CPU seconds
-over wall seconds, the one thread that runs trio): above ``target`` the window widens in
-proportion to the excess, below it narrows again, always within ``[base_s, max_s]``.
-It is fed once a second by the hub; under trio's ``autojump_clock`` no CPU time passes
-per virtual second, so tests see the configured window.
+over wall seconds, the one thread that runs trio) with a dead band: above ``target``
+the window widens in proportion to the excess, below ``narrow_below`` it narrows in
+proportion to the room, in between it holds; always within ``[min_s, max_s]``.  The dead
+band keeps a lightly loaded server from spending its idle core on ever smaller frames
+until it is busy (narrowing costs CPU: more, emptier frames).  It is fed once a second
+by the hub; under trio's ``autojump_clock`` no CPU time passes per virtual second.
 """
 
 from __future__ import annotations
@@ -19,41 +23,58 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-# Seconds of window added per second of measurement, per unit of CPU share above target.
-# Small enough to be stable: with a CPU share of c / window, one step changes the share's
-# error by a factor of 1 - GAIN_S * c / window**2, which stays within (-1, 1) for the
-# per-frame costs measured here (c under 0.15 CPU-seconds at a 100 ms window).
-GAIN_S = 0.1
+# The window is scaled by exp(GAIN * error) per second of measurement, where ``error`` is
+# the CPU share outside the dead band: multiplicative, so one gain serves a 5 ms window as
+# well as a 250 ms one.  Stable: with a share of a + b / window (a per-update part and a
+# per-frame part b / window, which is at most 1), one step changes the error by a factor
+# of 1 - GAIN * b / window, within (-1, 1) whenever GAIN < 2.  An additive step (the
+# first version, 0.1 s per unit) was unstable at windows of a few milliseconds.
+GAIN = 1.0
 
 
 @dataclass
 class FlushPacer:
+    """``base_s``: the starting window; ``min_s`` (default ``base_s``: no narrowing) and
+    ``max_s`` bound it."""
+
     base_s: float
     max_s: float
+    min_s: float | None = None
     target: float = 0.75
+    narrow_below: float = 0.5
     window_s: float = field(init=False)
     cpu_share: float = field(init=False, default=0.0)
 
     def __post_init__(self) -> None:
-        if not 0 < self.base_s <= self.max_s:
-            raise ValueError("need 0 < base_s <= max_s")
-        if not 0 < self.target < 1:
-            raise ValueError("target is a CPU share between 0 and 1")
+        if self.min_s is None:
+            self.min_s = self.base_s
+        if not 0 < self.min_s <= self.base_s <= self.max_s:
+            raise ValueError("need 0 < min_s <= base_s <= max_s")
+        if not 0 < self.narrow_below <= self.target < 1:
+            raise ValueError("need 0 < narrow_below <= target < 1 (CPU shares)")
         self.window_s = self.base_s
 
     @property
     def adaptive(self) -> bool:
-        return self.max_s > self.base_s
+        assert self.min_s is not None
+        return self.max_s > self.min_s
 
     def observe(self, cpu_s: float, wall_s: float) -> float:
         """One measurement: ``cpu_s`` of CPU used over ``wall_s``; returns the new window."""
         if wall_s <= 0:
             return self.window_s
-        self.cpu_share = max(0.0, cpu_s / wall_s)
+        self.cpu_share = share = max(0.0, cpu_s / wall_s)
         if self.adaptive:
+            assert self.min_s is not None
             # A long stall (a suspended process) counts as at most five seconds.
-            step = GAIN_S * (self.cpu_share - self.target) * min(wall_s, 5.0)
-            self.window_s = min(self.max_s, max(self.base_s, self.window_s + step))
+            if share > self.target:
+                error = share - self.target
+            elif share < self.narrow_below:
+                error = share - self.narrow_below
+            else:
+                error = 0.0
+            factor = math.exp(GAIN * error * min(wall_s, 5.0))
+            self.window_s = min(self.max_s, max(self.min_s, self.window_s * factor))
         return self.window_s
 
 

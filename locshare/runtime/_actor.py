@@ -45,15 +45,17 @@ import numpy as np
 import trio
 
 from .._clock import WallClock, rfc3339
-from ..errors import StorageError
-from ..geo import BBox, GeoIndex, fit_zooms
+from ..errors import ApiError, StorageError
+from ..geo import BBox, GeoIndex, Place, PlaceIndex, Route, RouteIndex, fit_zooms
 from ..proto import _messages as proto
 from ..proto._pacing import flush_phase, next_flush_at
-from ..storage._model import ParticipantRecord, SessionRecord
+from ..proto._rates import Stillness, choose_interval
+from ..storage._model import ParticipantRecord, PlaceRecord, RouteRecord, SessionRecord
 from ._bus import SessionBus
-from ._connection import Attach, Connection, Detached, Viewport
+from ._connection import Attach, Connection, Detached, Viewport, VisibilityChanged
 from ._events import (
     BusReconnected,
+    ConvoyTick,
     Ended,
     Evicted,
     HintDue,
@@ -62,12 +64,19 @@ from ._events import (
     Located,
     LocatedBatch,
     NodeGone,
+    PlaceAdded,
+    PlaceRemoved,
+    PlaceTick,
     Presence,
+    RouteChanged,
+    RouteLoaded,
     Shutdown,
     StateReply,
     StateRequest,
+    StatusSet,
 )
 from ._fanout import LocalFanout
+from ._group import Group, union_box
 from ._inbox import Inbox
 
 if TYPE_CHECKING:
@@ -79,6 +88,14 @@ log = logging.getLogger("locshare.session")
 # A node that starts hosting a session other nodes host already waits this long at most
 # for one of them to send the session's state before admitting its first socket.
 STATE_WAIT_S = 0.5
+# locate_now goes to a session's participants at most this often (a client toggling its
+# visibility must not keep everyone's GPS awake).
+LOCATE_NOW_MIN_INTERVAL_S = 5.0
+# A session's convoy message goes out at most this often (issue 14).
+CONVOY_MIN_INTERVAL_S = 1.0
+# Reading a changed route from storage: attempts, and the first pause between them.
+ROUTE_LOAD_ATTEMPTS = 4
+ROUTE_LOAD_RETRY_S = 1.0
 
 
 class SessionHost(Protocol):
@@ -87,6 +104,8 @@ class SessionHost(Protocol):
     settings: RuntimeSettings
     stats: HubStats
     index: GeoIndex
+    places: PlaceIndex
+    routes: RouteIndex
     clock: WallClock
     bus: SessionBus
 
@@ -104,6 +123,16 @@ class SessionHost(Protocol):
     async def leave(
         self, session_id: uuid.UUID, user_id: uuid.UUID, *, reason: str, close_code: int
     ) -> bool: ...
+
+    async def add_place(
+        self, session_id: uuid.UUID, place: Place, author: uuid.UUID | None
+    ) -> PlaceRecord: ...
+
+    async def remove_place(
+        self, session_id: uuid.UUID, place_id: uuid.UUID, by: uuid.UUID | None
+    ) -> None: ...
+
+    async def load_route(self, session_id: uuid.UUID) -> tuple[RouteRecord, Route] | None: ...
 
 
 @dataclass(eq=False)
@@ -155,7 +184,9 @@ class SessionActor:
         participants: list[ParticipantRecord],
         inbox: Inbox,
         *,
-        hosted_elsewhere: bool = False,
+        places: list[PlaceRecord] | None = None,
+        route: tuple[RouteRecord, Route] | None = None,
+        peers: frozenset[str] = frozenset(),
     ) -> None:
         self.host = host
         self.settings = host.settings
@@ -173,7 +204,17 @@ class SessionActor:
         self.members: dict[uuid.UUID, Member] = {}
         self.by_slot: list[Member | None] = [None] * self.index.block_size
         self.fanout = LocalFanout()
-        self.remote_online: dict[uuid.UUID, set[str]] = {}
+        # Members online on other nodes: node -> whether their map is visible there.
+        self.remote_online: dict[uuid.UUID, dict[str, bool]] = {}
+        self.stillness: dict[uuid.UUID, Stillness] = {}
+        self._viewers_cache: set[uuid.UUID] | None = None
+        self.group = Group(host.places, host.routes, self.block)
+        for place in places or ():
+            self.group.add_place(place)
+        if route is not None:
+            self.group.set_route(*route)
+        self._anchor_expiry = math.inf
+        self._locate_now_at = -math.inf
         self.pending: dict[uuid.UUID, None] = {}
         self.end_reason: str | None = None
         self._ending = False
@@ -183,7 +224,12 @@ class SessionActor:
         self._nursery: trio.Nursery | None = None
         # Cluster: attaches wait (deferred) until another node sent the state, or until
         # STATE_WAIT_S passed (``None``: no wait).
-        self._hosted_elsewhere = hosted_elsewhere
+        self._hosted_elsewhere = bool(peers)
+        # Other nodes known to host this session: positions go on the bus only while
+        # there is one (a session whose members are all here costs Redis nothing).  A
+        # node that starts hosting it asks for its state first, so it is known before
+        # it could miss anything; a node gone (no heartbeat) is forgotten.
+        self.peers: set[str] = set(peers)
         self._state_until: float | None = None
         self._deferred: list[Attach] = []
         self.started = trio.Event()  # set once the loop runs
@@ -265,6 +311,7 @@ class SessionActor:
                 self.host.connection_closed(connection)
             self.fanout.abort_all()
             self.pending.clear()
+            self.group.clear()
             self.index.free_block(self.block)
             self.host.actor_finished(self)
             self.finished.set()
@@ -284,6 +331,13 @@ class SessionActor:
                 self._state_received()  # nobody answered in time: go on without
             if self._flush_at is not None and now >= self._flush_at:
                 self._flush()
+            if now >= self._anchor_expiry:
+                self._expire_anchors(now)
+            if (
+                self.group.convoy_due is not None
+                and now >= self.group.convoy_sent_at + CONVOY_MIN_INTERVAL_S
+            ):
+                self._send_convoy(now)
             self._check_deadlines(now)
             if self._done():
                 return
@@ -310,7 +364,9 @@ class SessionActor:
             wake = min(wake, self._flush_at)
         if self._state_until is not None:
             wake = min(wake, self._state_until)
-        return wake
+        if self.group.convoy_due is not None:
+            wake = min(wake, self.group.convoy_sent_at + CONVOY_MIN_INTERVAL_S)
+        return min(wake, self._anchor_expiry)
 
     def _check_deadlines(self, now: float) -> None:
         if now >= self.expiry_deadline:
@@ -328,6 +384,9 @@ class SessionActor:
 
     # --- applying events ------------------------------------------------------------------
     def _apply(self, event: object) -> None:
+        origin = getattr(event, "origin", None)
+        if origin is not None and origin != self.host.bus.node_id:
+            self.peers.add(origin)
         if isinstance(event, Attach):
             if self._state_until is not None:
                 self._deferred.append(event)
@@ -335,9 +394,11 @@ class SessionActor:
                 self._attach(event)
         elif isinstance(event, Detached):
             self._detached(event.connection)
+        elif isinstance(event, VisibilityChanged):
+            self._visibility(event.connection, event.visible)
         elif isinstance(event, LocatedBatch):
             if event.origin != self.host.bus.node_id:
-                self._apply_located(event.updates)
+                self._apply_located(self._current(event.updates))
                 if self.pending and self._flush_at is None:
                     self._flush_at = next_flush_at(
                         trio.current_time(), self.host.window_s, self._phase
@@ -373,6 +434,22 @@ class SessionActor:
             self._node_gone(event.node)
         elif isinstance(event, BusReconnected):
             self._resync()
+        elif isinstance(event, PlaceTick):
+            self._place_tick(event)
+        elif isinstance(event, ConvoyTick):
+            self._convoy_tick(event)
+        elif isinstance(event, PlaceAdded):
+            self._place_added(event.place)
+        elif isinstance(event, PlaceRemoved):
+            self._place_removed(event.place_id)
+        elif isinstance(event, StatusSet):
+            self._status_set(event)
+        elif isinstance(event, RouteChanged):
+            self.group.route_generation += 1
+            if self._nursery is not None:
+                self._nursery.start_soon(self._load_route, self.group.route_generation)
+        elif isinstance(event, RouteLoaded):
+            self._route_loaded(event)
         elif isinstance(event, Shutdown):
             self._flush()
             self.fanout.close_all(proto.CLOSE_GOING_AWAY, "server shutting down")
@@ -421,9 +498,12 @@ class SessionActor:
         member = self.members.pop(user_id, None)
         if member is None:
             return
+        self._viewers_cache = None
         self.pending.pop(user_id, None)
         self.inbox.drop_located(user_id)
         self.remote_online.pop(user_id, None)
+        self.stillness.pop(user_id, None)
+        self.group.member_removed(user_id, member.slot)
         self.index.free_slot(self.block, member.slot)
         self.by_slot[member.slot] = None
         self.fanout.close_member(
@@ -455,8 +535,10 @@ class SessionActor:
             return
         now = trio.current_time()
         self._flush()  # everyone else gets pending updates first: state will include them
+        was_viewer = member.id in self._viewers()
         connection = Connection.open(self, member, event.transport, now)
         old = self.fanout.attach(connection)
+        self._viewers_cache = None
         if old is not None:
             old.close(proto.CLOSE_REPLACED, "replaced by a newer connection")
         elif not self.remote_online.get(member.id):
@@ -464,8 +546,7 @@ class SessionActor:
                 proto.encode("presence", {"user_id": member.id_str, "online": True}),
                 exclude=connection,
             )
-        if old is None and self.host.bus.distributed:
-            self.host.bus.publish(self.id, Presence(self.host.bus.node_id, member.id, True))
+        self._publish_presence(member.id, online=True, visible=True)
         member.last_seen = self.clock.now()
         self._touch(now)
         self.idle_since = None
@@ -473,34 +554,59 @@ class SessionActor:
         self._nursery.start_soon(connection.run)
         self.host.connection_attached(connection)
         event.reply.answer(connection)
+        if not was_viewer:
+            self._viewer_appeared(member.id)
+        self._refresh_intervals()  # the new map on screen may change everyone's interval
 
     def _detached(self, connection: Connection) -> None:
         """A connection's task ended (any reason)."""
         if connection not in self.fanout:
             return
         was_current = self.fanout.detach(connection)
+        self._viewers_cache = None
         self.host.connection_closed(connection)
         member = self.members.get(connection.member.id)
         if was_current and member is not None:
             member.last_seen = self.clock.now()
-            if self.host.bus.distributed:
-                self.host.bus.publish(self.id, Presence(self.host.bus.node_id, member.id, False))
+            self._publish_presence(member.id, online=False, visible=False)
             if not self._ending and not self.remote_online.get(member.id):
                 self.fanout.deliver(
                     proto.encode("presence", {"user_id": member.id_str, "online": False})
                 )
+            self._refresh_intervals()
         if not self.fanout:
             self.idle_since = trio.current_time()
+
+    def _visibility(self, connection: Connection, visible: bool) -> None:
+        """The client showed or hid its map."""
+        if connection not in self.fanout or connection.visible == visible:
+            return
+        user_id = connection.member.id
+        was_viewer = user_id in self._viewers()
+        connection.visible = visible
+        self._viewers_cache = None
+        if self.fanout.current(user_id) is connection:
+            self._publish_presence(user_id, online=True, visible=visible)
+        if visible and not was_viewer:
+            self._viewer_appeared(user_id)
+        self._refresh_intervals()
+
+    def _publish_presence(self, user_id: uuid.UUID, *, online: bool, visible: bool) -> None:
+        bus = self.host.bus
+        if bus.distributed:
+            bus.publish(self.id, Presence(bus.node_id, user_id, online, visible))
 
     def _remote_presence(self, event: Presence) -> None:
         if event.origin == self.host.bus.node_id or event.user_id not in self.members:
             return
         before = self.is_online(event.user_id)
-        nodes = self.remote_online.setdefault(event.user_id, set())
+        was_viewer = event.user_id in self._viewers()
+        self._viewers_cache = None
+        nodes = self.remote_online.setdefault(event.user_id, {})
         if event.online:
-            nodes.add(event.origin)
+            nodes[event.origin] = event.visible
         else:
-            nodes.discard(event.origin)
+            nodes.pop(event.origin, None)
             if not nodes:
                 del self.remote_online[event.user_id]
         after = self.is_online(event.user_id)
@@ -509,6 +615,201 @@ class SessionActor:
             self.fanout.deliver(
                 proto.encode("presence", {"user_id": member.id_str, "online": after})
             )
+        if event.user_id in self._viewers() and not was_viewer:
+            self._viewer_appeared(event.user_id)
+        self._refresh_intervals()
+
+    # --- update intervals (issue 15) -------------------------------------------------------
+    def _viewers(self) -> set[uuid.UUID]:
+        """Members with the map on screen, on any node (cached: a flush asks for it,
+        and it changes only with attaches, departures, visibility and presence)."""
+        if self._viewers_cache is None:
+            viewers = {
+                c.member.id for c in self.fanout if c.visible and c.member.id in self.members
+            }
+            for user_id, nodes in self.remote_online.items():
+                if any(nodes.values()):
+                    viewers.add(user_id)
+            self._viewers_cache = viewers
+        return self._viewers_cache
+
+    def _refresh_intervals(self, only: set[uuid.UUID] | None = None) -> None:
+        """Tell each member connected here the interval to send positions at, if it
+        changed (``_rates.choose_interval``; ``only``: just these members, the common
+        case: a flush looks at the members it has positions of, not at everyone)."""
+        policy = self.settings.rates
+        viewers = self._viewers()
+        now = trio.current_time()
+        if only is None:
+            targets = [c for c in self.fanout if self.fanout.current(c.member.id) is c]
+        else:
+            targets = [c for u in only if (c := self.fanout.current(u)) is not None]
+        for connection in targets:
+            user_id = connection.member.id
+            stillness = self.stillness.get(user_id)
+            choice = choose_interval(
+                policy,
+                watched=len(viewers) > 1 or (bool(viewers) and user_id not in viewers),
+                at_place=self.group.at_meeting_point(user_id),
+                stationary=stillness is not None and stillness.stationary(now, policy),
+            )
+            if choice != connection.interval_sent:
+                connection.interval_sent = choice
+                seconds, reason = choice
+                connection.put(
+                    proto.encode("update_interval", {"seconds": seconds, "reason": reason})
+                )
+
+    def _viewer_appeared(self, viewer: uuid.UUID) -> None:
+        """Someone started looking: ask everyone else here for a fix now (rate-limited;
+        sent before the new intervals, so a client fixes at once, then keeps the pace)."""
+        now = trio.current_time()
+        if now - self._locate_now_at < LOCATE_NOW_MIN_INTERVAL_S:
+            return
+        self._locate_now_at = now
+        frame = proto.encode("locate_now", {})
+        for connection in self.fanout:
+            if connection.member.id != viewer:
+                connection.put(frame)
+
+    def _expire_anchors(self, now: float) -> None:
+        policy = self.settings.rates
+        expired = {u for u, s in self.stillness.items() if s.expire(now, policy)}
+        self._anchor_expiry = min(
+            (s.expires_at(policy) for s in self.stillness.values()), default=math.inf
+        )
+        if expired:
+            self._refresh_intervals(expired)
+
+    # --- places, the route, statuses (issue 14) ---------------------------------------------
+    def _place_added(self, record: PlaceRecord) -> None:
+        message = self.group.add_place(record)
+        if message is None:
+            return
+        self.fanout.deliver(proto.encode("place_added", message))
+        self._hint_with_places()
+
+    def _place_removed(self, place_id: uuid.UUID) -> None:
+        members = self.group.remove_place(place_id)
+        if members is None:
+            return
+        self.fanout.deliver(proto.encode("place_removed", {"place_id": str(place_id)}))
+        self._hint_with_places()
+        if members:
+            self._refresh_intervals(members)
+
+    def _place_tick(self, event: PlaceTick) -> None:
+        """Arrivals and departures the geo tick found (ids as of the tick)."""
+        changed: set[uuid.UUID] = set()
+        for user_id, place_id in event.arrivals:
+            if user_id in self.members and self.group.arrive(user_id, place_id):
+                changed.add(user_id)
+                self.fanout.deliver(
+                    proto.encode("arrived", {"user_id": str(user_id), "place_id": str(place_id)})
+                )
+        for user_id, place_id, reason in event.departures:
+            if self.group.depart(user_id, place_id):
+                changed.add(user_id)
+                self.fanout.deliver(
+                    proto.encode(
+                        "departed",
+                        {"user_id": str(user_id), "place_id": str(place_id), "reason": reason},
+                    )
+                )
+        if changed:
+            self._refresh_intervals(changed)
+
+    def _convoy_tick(self, event: ConvoyTick) -> None:
+        group = self.group
+        if group.route is None:
+            return
+        user_at = [None if m is None else m.id_str for m in self.by_slot]
+        message = group.convoy_message(event.convoy, user_at)
+        if message is None:
+            return
+        group.convoy_due = message
+        now = trio.current_time()
+        if now >= group.convoy_sent_at + CONVOY_MIN_INTERVAL_S:
+            self._send_convoy(now)
+
+    def _send_convoy(self, now: float) -> None:
+        group = self.group
+        message, group.convoy_due = group.convoy_due, None
+        if message is None:
+            return
+        group.convoy = message
+        group.convoy_sent_at = now
+        self.fanout.deliver(proto.encode("convoy", message))
+
+    async def _load_route(self, generation: int) -> None:
+        """Read the changed route (a task in the actor's nursery; the result comes back
+        as an event).  A storage outage is retried a few times, then logged."""
+        pause = ROUTE_LOAD_RETRY_S
+        for attempt in range(ROUTE_LOAD_ATTEMPTS):
+            try:
+                loaded = await self.host.load_route(self.id)
+            except StorageError as exc:
+                if attempt + 1 == ROUTE_LOAD_ATTEMPTS:
+                    log.warning(
+                        "could not read the session's new route: %s",
+                        exc,
+                        extra={"session_id": self.id_str},
+                    )
+                    return
+                await trio.sleep(pause)
+                pause *= 2
+                continue
+            record, route = (None, None) if loaded is None else loaded
+            self.post(RouteLoaded(generation, record, route))
+            return
+
+    def _route_loaded(self, event: RouteLoaded) -> None:
+        if event.generation != self.group.route_generation:
+            return  # a newer change is being read
+        outcome = self.group.set_route(event.record, event.route)
+        if outcome == "route_set" and self.group.route is not None:
+            self.fanout.deliver(proto.encode("route_set", self.group.route))
+        elif outcome == "route_cleared":
+            self.fanout.deliver(proto.encode("route_cleared", {}))
+
+    def _status_set(self, event: StatusSet) -> None:
+        if event.user_id not in self.members:
+            return
+        message = self.group.set_status(event.user_id, event.status, event.text, event.at)
+        self.fanout.deliver(proto.encode("status", message))
+
+    def _hint_with_places(self) -> None:
+        """The places changed: a fresh hint to the screens that fit them too."""
+        now = trio.current_time()
+        for connection in self.fanout:
+            if connection.viewport[3]:
+                hint = self.viewport_data(connection.viewport, now)
+                if hint is not None:
+                    connection.put(proto.encode("viewport", hint))
+                    self.stats.hints_sent += 1
+
+    # What a connection asks for (in its own task): storage first, then the bus.
+    async def place_add(self, connection: Connection, place: Place) -> None:
+        try:
+            await self.host.add_place(self.id, place, connection.member.id)
+        except ApiError as exc:
+            code = "invalid_place" if exc.code == "too_many_places" else exc.code
+            connection.send_error(code, exc.message)
+        except StorageError:
+            connection.send_error("unavailable", "cannot add the place right now; try again")
+
+    async def place_remove(self, connection: Connection, place_id: uuid.UUID) -> None:
+        try:
+            await self.host.remove_place(self.id, place_id, connection.member.id)
+        except ApiError as exc:
+            code = "invalid_place" if exc.code == "not_found" else exc.code
+            connection.send_error(code, exc.message)
+        except StorageError:
+            connection.send_error("unavailable", "cannot remove the place right now; try again")
+
+    def set_status(self, connection: Connection, status: str | None, text: str | None) -> None:
+        at = None if status is None else self.clock.now()
+        self.host.bus.publish(self.id, StatusSet(connection.member.id, status, text, at))
 
     # --- other nodes ----------------------------------------------------------------------
     def _send_state(self, requester: str) -> None:
@@ -537,23 +838,45 @@ class SessionActor:
                     received_wall=wall - (now - location.received_at),
                 )
             )
-        online = [(m, bus.node_id) for m in self.members if self.fanout.is_online(m)]
-        online += [(m, node) for m, nodes in self.remote_online.items() for node in nodes]
-        bus.publish(self.id, StateReply(bus.node_id, requester, tuple(located), tuple(online)))
+        online = []
+        for connection in self.fanout:
+            user_id = connection.member.id
+            if user_id in self.members and self.fanout.current(user_id) is connection:
+                online.append((user_id, bus.node_id, connection.visible))
+        online += [
+            (m, node, visible)
+            for m, nodes in self.remote_online.items()
+            for node, visible in nodes.items()
+        ]
+        statuses = tuple(StatusSet(*raw) for raw in self.group.raw_statuses())
+        bus.publish(
+            self.id,
+            StateReply(bus.node_id, requester, tuple(located), tuple(online), statuses),
+        )
 
-    def _receive_state(self, event: StateReply) -> None:
-        fresh = [
+    def _current(self, updates: tuple[Located, ...]) -> list[Located]:
+        """Positions from another node that say something new: of a member, newer than
+        the member's last one, and not older than the TTL (a link to Redis that comes
+        back can deliver what a dead connection held for seconds)."""
+        oldest = self.clock.now() - self.settings.location_ttl_s
+        return [
             e
-            for e in event.located
+            for e in updates
             if (member := self.members.get(e.user_id)) is not None
             and (member.location_at is None or member.location_at < e.received_wall)
+            and e.received_wall > oldest
         ]
-        self._apply_located(fresh)
+
+    def _receive_state(self, event: StateReply) -> None:
+        self._apply_located(self._current(event.located))
         if self.pending and self._flush_at is None:
             self._flush_at = next_flush_at(trio.current_time(), self.host.window_s, self._phase)
-        for user_id, node in event.online:
+        for user_id, node, visible in event.online:
             if node != self.host.bus.node_id:
-                self._remote_presence(Presence(node, user_id, True))
+                self._remote_presence(Presence(node, user_id, True, visible))
+        for status in event.statuses:
+            if status.user_id not in self.group.statuses:
+                self._status_set(status)
         self._state_received()
 
     def _state_received(self) -> None:
@@ -564,21 +887,25 @@ class SessionActor:
             self._attach(attach)
 
     def _node_gone(self, node: str) -> None:
+        self.peers.discard(node)
         for user_id in [u for u, nodes in self.remote_online.items() if node in nodes]:
             self._remote_presence(Presence(node, user_id, False))
 
     def _resync(self) -> None:
         """The bus was cut off: tell the others who is online here, and ask for state."""
         bus = self.host.bus
-        for user_id in self.members:
-            if self.fanout.is_online(user_id):
-                bus.publish(self.id, Presence(bus.node_id, user_id, True))
+        for connection in self.fanout:
+            user_id = connection.member.id
+            if user_id in self.members and self.fanout.current(user_id) is connection:
+                bus.publish(self.id, Presence(bus.node_id, user_id, True, connection.visible))
         bus.publish(self.id, StateRequest(bus.node_id))
 
     # --- positions and fan-out ------------------------------------------------------------
     def _apply_located(self, updates: tuple[Located, ...] | list[Located]) -> None:
         index = self.index
         block = self.block
+        policy = self.settings.rates
+        located: set[uuid.UUID] = set()
         latest = -math.inf
         for event in updates:
             member = self.members.get(event.user_id)
@@ -598,8 +925,17 @@ class SessionActor:
             member.location_at = member.last_seen = event.received_wall
             self.pending[member.id] = None
             latest = max(latest, event.received_at)
+            stillness = self.stillness.get(member.id)
+            if stillness is None:
+                stillness = self.stillness[member.id] = Stillness()
+            stillness.observe(event.lat, event.lng, event.received_at, policy, event.accuracy)
+            located.add(member.id)
         if latest > -math.inf:
             self._touch(latest)
+            self._anchor_expiry = min(
+                (s.expires_at(policy) for s in self.stillness.values()), default=math.inf
+            )
+            self._refresh_intervals(located)
 
     def _flush(self) -> None:
         """Apply the window's positions, send them as one frame (with a due hint), and
@@ -609,7 +945,7 @@ class SessionActor:
         if located:
             self._apply_located(located)
             bus = self.host.bus
-            if bus.distributed:
+            if bus.distributed and self.peers:
                 bus.publish(self.id, LocatedBatch(bus.node_id, tuple(located)))
         frame = self._take_flush()
         box, self._hint_due = self._hint_due, None
@@ -678,9 +1014,19 @@ class SessionActor:
         """Hint every screen size (one frame per distinct size), after the locations."""
         ids = self._fresh_ids(trio.current_time())
         sent = self.fanout.deliver_per_viewport(
-            lambda size: proto.encode("viewport", self._fit(box, size, ids)), locations
+            lambda size: proto.encode(
+                "viewport", self._fit(self._box_for(box, size) or box, size, ids)
+            ),
+            locations,
         )
         self.stats.hints_sent += sent
+
+    def _box_for(self, box: BBox | None, size: Viewport) -> BBox | None:
+        """The box to fit a screen to: the fresh positions', and the places' too when
+        the client asked for them (``include_places``)."""
+        if not size[3] or not self.group.places:
+            return box
+        return union_box(box, *self.group.outline())
 
     # --- reads (any task) -----------------------------------------------------------------
     def _fresh_ids(self, now: float) -> list[str]:
@@ -692,7 +1038,7 @@ class SessionActor:
         return ids
 
     def _fit(self, box: BBox, size: Viewport, ids: list[str]) -> dict[str, Any]:
-        width, height, padding = size
+        width, height, padding, _places = size
         lat, lng, zoom = fit_zooms(
             np.array([box.west]),
             np.array([box.south]),
@@ -712,9 +1058,10 @@ class SessionActor:
 
     def viewport_data(self, size: Viewport, now: float) -> dict[str, Any] | None:
         current = self.index.block_bbox(self.block, now)
-        if current is None:
+        box = self._box_for(None if current is None else current[0], size)
+        if box is None:
             return None
-        return self._fit(current[0], size, self._fresh_ids(now))
+        return self._fit(box, size, self._fresh_ids(now))
 
     def catch_up_frames(self, connection: Connection) -> list[proto.OutFrame]:
         """For a connection whose location/viewport frames were coalesced: current state."""
@@ -743,6 +1090,7 @@ class SessionActor:
             entry["last_seen"] = rfc3339(member.last_seen)
             entry["location"] = location
             entry["stale"] = location is None and member.location_at is not None
+            entry["status"] = self.group.statuses.get(member.id)
             participants.append(entry)
         you = self.members.get(connection.member.id)
         return proto.encode(
@@ -763,5 +1111,6 @@ class SessionActor:
                 "participants": participants,
                 "viewport": self.viewport_data(connection.viewport, now),
                 "limits": self.settings.limits,
+                **self.group.state(),
             },
         )

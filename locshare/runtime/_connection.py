@@ -42,6 +42,7 @@ import trio
 
 from .._clock import WallClock, rfc3339
 from ..errors import MessageTooBig, ProtocolError
+from ..geo import Place
 from ..proto import _messages as proto
 from ..proto._frames import OP_PING, Control
 from ..proto._outbox import Outbox, OutboxStatistics
@@ -62,7 +63,12 @@ RATE_LIMIT_ERROR_INTERVAL_S: Final = 1.0
 # rate in dropped messages (net of the rate: sending at twice the limit never closes).
 FLOOD_TOLERANCE_S: Final = 10.0
 
-Viewport = tuple[int, int, int]
+# Width, height, padding (pixels) and whether the fit includes the session's places.
+Viewport = tuple[int, int, int, bool]
+# Place and status changes (issue 14) reach everyone and may write to the database:
+# each member may make this many per second, in bursts of GROUP_CHANGES_BURST.
+GROUP_CHANGES_PER_S: Final = 0.5
+GROUP_CHANGES_BURST: Final = 10
 
 
 @dataclass(eq=False)
@@ -96,6 +102,14 @@ class Detached:
     connection: Connection
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class VisibilityChanged:
+    """Local event: the client says whether it shows the map (``visibility``)."""
+
+    connection: Connection
+    visible: bool
+
+
 class MemberView(Protocol):
     """What a connection knows of its member (the actor owns the member)."""
 
@@ -123,6 +137,12 @@ class ConnectionHost(Protocol):
 
     async def leave(self, connection: Connection) -> None: ...
 
+    async def place_add(self, connection: Connection, place: Place) -> None: ...
+
+    async def place_remove(self, connection: Connection, place_id: uuid.UUID) -> None: ...
+
+    def set_status(self, connection: Connection, status: str | None, text: str | None) -> None: ...
+
 
 @dataclass(eq=False)
 class Connection:
@@ -134,7 +154,10 @@ class Connection:
     outbox: Outbox[proto.OutFrame]
     budget: TokenBucket
     flood: TokenBucket  # dropped messages allowed before a close with 1008
-    viewport: Viewport = proto.DEFAULT_VIEWPORT
+    changes: TokenBucket  # place and status changes (GROUP_CHANGES_PER_S)
+    viewport: Viewport = (*proto.DEFAULT_VIEWPORT, False)
+    visible: bool = True  # what the client last said (the actor sets it)
+    interval_sent: tuple[float, str] | None = None  # the last update_interval sent
     closed: trio.Event = field(default_factory=trio.Event)
     rate_error_at: float = -math.inf
     _writer_parked: trio.lowlevel.ParkingLot = field(default_factory=trio.lowlevel.ParkingLot)
@@ -156,6 +179,7 @@ class Connection:
             outbox=Outbox(settings.outbox_max_frames),
             budget=TokenBucket(rate, rate, now),
             flood=TokenBucket(rate, rate * FLOOD_TOLERANCE_S, now),
+            changes=TokenBucket(GROUP_CHANGES_PER_S, GROUP_CHANGES_BURST, now),
         )
 
     # --- queueing (sync, never blocks) --------------------------------------------------
@@ -382,7 +406,12 @@ class Connection:
                 )
             )
         elif isinstance(message, proto.ViewportSize):
-            self.viewport = (message.width, message.height, message.padding)
+            self.viewport = (
+                message.width,
+                message.height,
+                message.padding,
+                message.include_places,
+            )
             hint = host.viewport_data(self.viewport, now)
             if hint is not None:
                 self.put(proto.encode("viewport", hint))
@@ -392,3 +421,15 @@ class Connection:
             )
         elif isinstance(message, proto.Leave):
             await host.leave(self)
+        elif isinstance(message, proto.Visibility):
+            if not host.post(VisibilityChanged(self, message.visible)):
+                self.send_error("unavailable", "the session is busy; try again")
+        elif not self.changes.take(now):
+            host.stats.rate_limited += 1
+            self.send_error("rate_limited", "too many place or status changes; slow down")
+        elif isinstance(message, proto.PlaceAdd):
+            await host.place_add(self, message.place)
+        elif isinstance(message, proto.PlaceRemove):
+            await host.place_remove(self, message.place_id)
+        elif isinstance(message, proto.SetStatus):
+            host.set_status(self, message.status, message.text)

@@ -23,8 +23,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from ..geo import BBox
-from ..storage._model import ParticipantRecord
+from ..geo import BBox, Convoy, Route
+from ..storage._model import ParticipantRecord, PlaceRecord, RouteRecord
 
 
 # --- session events (bus) -----------------------------------------------------------
@@ -80,11 +80,13 @@ class Ended:
 
 @dataclass(frozen=True, slots=True)
 class Presence:
-    """A member's socket opened or closed on node ``origin``."""
+    """A member's socket opened or closed on node ``origin``, or its map was shown or
+    hidden (``visible``: the client's last ``visibility``)."""
 
     origin: str
     user_id: uuid.UUID
     online: bool
+    visible: bool = True
 
 
 # --- local events (inbox only) ------------------------------------------------------
@@ -103,6 +105,60 @@ class Shutdown:
     """The server is stopping: close every socket with 1001 (the session goes on)."""
 
 
+# --- places, the route, statuses (issue 14; bus) ---------------------------------------
+@dataclass(frozen=True, slots=True)
+class PlaceAdded:
+    place: PlaceRecord
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceRemoved:
+    place_id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class RouteChanged:
+    """The route was set or cleared: every node reads it again from storage (a route of
+    20,000 points is too big for a bus message)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StatusSet:
+    """A participant's status (in memory only): ``status`` None clears it."""
+
+    user_id: uuid.UUID
+    status: str | None
+    text: str | None
+    at: float | None  # wall time
+
+
+# --- places, the route (local) -----------------------------------------------------------
+@dataclass(frozen=True, slots=True, eq=False)
+class RouteLoaded:
+    """The route as read from storage and parsed (``None``: no route), for the
+    actor's ``generation``-th :class:`RouteChanged` (an older load is ignored)."""
+
+    generation: int
+    record: RouteRecord | None
+    route: Route | None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PlaceTick:
+    """The geo tick's arrivals and departures in this session as ``(member, place)``
+    ids, read from the actor when the tick ran (a slot or a place index reused since
+    then cannot be confused).  A departure carries why: ``"left"`` (outside the grown
+    place) or ``"expired"`` (the location expired: the server no longer knows)."""
+
+    arrivals: tuple[tuple[uuid.UUID, uuid.UUID], ...]
+    departures: tuple[tuple[uuid.UUID, uuid.UUID, str], ...]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ConvoyTick:
+    convoy: Convoy
+
+
 # --- cluster events (bus) -------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class StateRequest:
@@ -114,13 +170,15 @@ class StateRequest:
 @dataclass(frozen=True, slots=True)
 class StateReply:
     """What node ``origin`` knows of the session, for node ``to``: the fresh positions
-    (with the wall time each was received) and who is online where (``(member, node)``
-    pairs: its own sockets and what the other nodes told it)."""
+    (with the wall time each was received) and who is online where (``(member, node,
+    map visible)``: its own sockets and what the other nodes told it), and the
+    statuses it holds."""
 
     origin: str
     to: str
     located: tuple[Located, ...]
-    online: tuple[tuple[uuid.UUID, str], ...]
+    online: tuple[tuple[uuid.UUID, str, bool], ...]
+    statuses: tuple[StatusSet, ...] = ()  # issue 14: they live in memory only
 
     def __repr__(self) -> str:
         return f"StateReply({self.origin} -> {self.to}, {len(self.located)} positions)"
@@ -138,4 +196,16 @@ class BusReconnected:
     """Local, from the bus: it was cut off and is back; resynchronise."""
 
 
-SessionEvent = LocatedBatch | Joined | Left | Ended | Presence | StateRequest | StateReply
+SessionEvent = (
+    LocatedBatch
+    | Joined
+    | Left
+    | Ended
+    | Presence
+    | StateRequest
+    | StateReply
+    | PlaceAdded
+    | PlaceRemoved
+    | RouteChanged
+    | StatusSet
+)

@@ -19,7 +19,7 @@ from typing import Protocol
 from ..proto import _messages as proto
 from ._connection import Connection
 
-Viewport = tuple[int, int, int]
+Viewport = tuple[int, int, int, bool]
 
 
 class Fanout(Protocol):

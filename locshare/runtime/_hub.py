@@ -28,20 +28,52 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import trio
 
 from .._auth import Claims, TokenAuthority
 from .._clock import WallClock
-from ..errors import RateLimited, SessionEnded, StorageError, Unauthorized, Unavailable
-from ..geo import BBox, GeoIndex
+from ..errors import (
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    RateLimited,
+    SessionEnded,
+    StorageError,
+    TooManyPlaces,
+    Unauthorized,
+    Unavailable,
+)
+from ..geo import (
+    MAX_PLACES_PER_SESSION,
+    BBox,
+    GeoIndex,
+    Place,
+    PlaceIndex,
+    Route,
+    RouteIndex,
+    parse_route_geojson,
+)
 from ..proto._pacing import FlushPacer
 from ..proto._ratelimit import KeyedLimiter
-from ..storage._model import ParticipantRecord, Storage
+from ..storage._model import ParticipantRecord, PlaceRecord, RouteRecord, Storage
 from ._actor import SessionActor
 from ._bus import LocalBus, SessionBus
 from ._connection import Attach, AttachReply, Connection
-from ._events import Ended, Evicted, HintDue, Joined, Left, Shutdown
+from ._events import (
+    ConvoyTick,
+    Ended,
+    Evicted,
+    HintDue,
+    Joined,
+    Left,
+    PlaceAdded,
+    PlaceRemoved,
+    PlaceTick,
+    RouteChanged,
+    Shutdown,
+)
 from ._inbox import Inbox
 from ._settings import RuntimeSettings
 from ._stats import HubStats
@@ -53,6 +85,11 @@ HINT_INTERVAL_S = 1.0
 MIN_TICK_S = 0.01
 PACE_INTERVAL_S = 1.0  # how often the flush window is re-fitted to the CPU share
 ATTACH_ATTEMPTS = 3
+# Routes parsed on this node for storing, kept for its own actor's reload (pop on use).
+FRESH_ROUTES_KEPT = 8
+# Building a route (up to 20,000 points: tens of milliseconds) runs in a thread; at
+# most this many at once, so uploads cannot take every core.
+ROUTE_BUILDERS = 2
 
 
 class Hub:
@@ -77,8 +114,16 @@ class Hub:
             ttl_s=settings.location_ttl_s,
             min_hint_interval_s=HINT_INTERVAL_S,
         )
+        self.places = PlaceIndex(block_size=settings.block_size)
+        self.routes = RouteIndex(block_size=settings.block_size)
+        self.route_builders = trio.CapacityLimiter(ROUTE_BUILDERS)
+        self._fresh_routes: dict[uuid.UUID, tuple[RouteRecord, Route]] = {}
         self.stats = HubStats()
-        self.pacer = FlushPacer(settings.flush_interval_s, settings.flush_interval_max_s)
+        self.pacer = FlushPacer(
+            settings.flush_interval_s,
+            settings.flush_interval_max_s,
+            min_s=settings.flush_interval_min_s,
+        )
         self.sessions: dict[uuid.UUID, SessionActor] = {}
         self._by_block: dict[int, SessionActor] = {}
         self._unsubscribe: dict[uuid.UUID, Callable[[], None]] = {}
@@ -180,7 +225,17 @@ class Hub:
                     "the server holds as many live sessions as it may; try again later"
                 )
             participants = await self.storage.list_participants(session_id)
-            actor = SessionActor(self, record, participants, inbox, hosted_elsewhere=bool(others))
+            places = await self.storage.list_places(session_id)
+            route = await self.load_route(session_id)
+            actor = SessionActor(
+                self,
+                record,
+                participants,
+                inbox,
+                places=places,
+                route=route,
+                peers=others,
+            )
         except BaseException:
             unsubscribe()
             self.bus.unhost(session_id)
@@ -267,6 +322,96 @@ class Hub:
         self.bus.publish(session_id, Ended(reason))
         return changed
 
+    # --- places and the route (issue 14): persisted, then published -------------------------
+    async def add_place(
+        self, session_id: uuid.UUID, place: Place, author: uuid.UUID | None
+    ) -> PlaceRecord:
+        """Store a checked place (``author`` None: the creator), then tell every node."""
+        data = place.to_json()
+        record = PlaceRecord(
+            id=uuid.uuid4(),
+            session_id=session_id,
+            name=place.name,
+            kind=place.kind,
+            author=author,
+            geometry=data["geometry"],
+            radius_m=data.get("radius_m"),
+            created_at=self.clock.now(),
+        )
+        if not await self.storage.add_place(record, limit=MAX_PLACES_PER_SESSION):
+            raise TooManyPlaces(f"a session has at most {MAX_PLACES_PER_SESSION} places")
+        self.bus.publish(session_id, PlaceAdded(record))
+        return record
+
+    async def remove_place(
+        self, session_id: uuid.UUID, place_id: uuid.UUID, by: uuid.UUID | None
+    ) -> None:
+        """Remove a place: ``by`` its author, or None (the creator)."""
+        existing = await self.storage.get_place(session_id, place_id)
+        if existing is None:
+            raise NotFound("no such place in this session")
+        if by is not None and existing.author != by:
+            raise Forbidden("only the place's author or the session's creator may remove it")
+        if await self.storage.remove_place(session_id, place_id) is not None:
+            self.bus.publish(session_id, PlaceRemoved(place_id))
+
+    async def set_route(self, session_id: uuid.UUID, route: Route, off_route_m: float) -> None:
+        record = RouteRecord(
+            session_id, route.to_geojson(simplified=False), off_route_m, self.clock.now()
+        )
+        await self.storage.set_route(record)
+        self._keep_fresh(session_id, record, route)
+        self.bus.publish(session_id, RouteChanged())
+
+    async def set_off_route(self, session_id: uuid.UUID, off_route_m: float) -> RouteRecord:
+        """Change the off-route threshold of the session's route (NotFound: none)."""
+        current = await self.storage.get_route(session_id)
+        if current is None:
+            raise NotFound("this session has no route")
+        record = RouteRecord(session_id, current.geometry, off_route_m, self.clock.now())
+        await self.storage.set_route(record)
+        actor = self.sessions.get(session_id)
+        built = None if actor is None else self.routes.route(actor.block)
+        if built is not None:  # the same line: this node's actor need not build it again
+            self._keep_fresh(session_id, record, built)
+        self.bus.publish(session_id, RouteChanged())
+        return record
+
+    def _keep_fresh(self, session_id: uuid.UUID, record: RouteRecord, route: Route) -> None:
+        self._fresh_routes[session_id] = (record, route)
+        while len(self._fresh_routes) > FRESH_ROUTES_KEPT:
+            del self._fresh_routes[next(iter(self._fresh_routes))]
+
+    async def clear_route(self, session_id: uuid.UUID) -> bool:
+        cleared = await self.storage.clear_route(session_id)
+        if cleared:
+            self.bus.publish(session_id, RouteChanged())
+        return cleared
+
+    async def load_route(self, session_id: uuid.UUID) -> tuple[RouteRecord, Route] | None:
+        """The session's route from storage, built in a thread (or the copy this node
+        built when it stored it)."""
+        record = await self.storage.get_route(session_id)
+        if record is None:
+            return None
+        fresh = self._fresh_routes.pop(session_id, None)
+        if fresh is not None and abs(fresh[0].updated_at - record.updated_at) < 1e-3:
+            return record, fresh[1]
+        try:
+            route = await self.build_route(parse_route_geojson, record.geometry)
+        except InvalidRequest as exc:
+            log.warning(
+                "a stored route was not loaded: %s",
+                exc.message,
+                extra={"session_id": str(session_id)},
+            )
+            return None
+        return record, route
+
+    async def build_route(self, parse: Callable[[object], Route], data: object) -> Route:
+        """Run a route parser in a worker thread (at most ``ROUTE_BUILDERS`` at once)."""
+        return await trio.to_thread.run_sync(parse, data, limiter=self.route_builders)
+
     # --- periodic work --------------------------------------------------------------------
     async def _tick_loop(self) -> None:
         """Rule: one vectorized geo tick for all sessions, at least once per second and
@@ -292,8 +437,45 @@ class Hub:
                 actor = self._by_block.get(block)
                 if actor is not None and actor.fanout:
                     actor.post(HintDue(BBox(*box)))
+            self._group_tick(now)
             wake = min(now + HINT_INTERVAL_S, self.index.next_expiry())
             await trio.sleep_until(max(wake, now + MIN_TICK_S))
+
+    def _group_tick(self, now: float) -> None:
+        """Places and routes of every session, in the same tick (issue 14): arrivals and
+        departures, and the convoys that changed, posted to their actors with the
+        members' and places' ids as they are now."""
+        if not (len(self.places) or len(self.routes)):
+            return
+        arrays = self.index.arrays()
+        events = self.places.tick(arrays, now)
+        if events:
+            found: dict[int, tuple[list[tuple[uuid.UUID, uuid.UUID]], list[Any]]] = {}
+            rows = (
+                (events.arrivals, None),
+                (events.departures, "left"),
+                (events.expired, "expired"),
+            )
+            for array, reason in rows:
+                for block, slot, index in array.tolist():
+                    actor = self._by_block.get(block)
+                    if actor is None:
+                        continue
+                    member = actor.by_slot[slot]
+                    place_id = actor.group.place_id_at(index)
+                    if member is None or place_id is None:
+                        continue
+                    arrivals, departures = found.setdefault(block, ([], []))
+                    if reason is None:
+                        arrivals.append((member.id, place_id))
+                    else:
+                        departures.append((member.id, place_id, reason))
+            for block, (arrivals, departures) in found.items():
+                self._by_block[block].post(PlaceTick(tuple(arrivals), tuple(departures)))
+        for convoy in self.routes.tick(arrays, now):
+            actor = self._by_block.get(convoy.block)
+            if actor is not None:
+                actor.post(ConvoyTick(convoy))
 
     async def _pace_loop(self) -> None:
         """Rule: once a second, the process's CPU share sets the flush window (``_pacing``)."""

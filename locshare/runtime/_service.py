@@ -34,12 +34,20 @@ from ..errors import (
     Unauthorized,
     Unavailable,
 )
+from ..geo import OFF_ROUTE_DEFAULT_M
 from ..proto import _messages as proto
+from ..proto._places import off_route_body, off_route_request, place_request, route_upload
 from ..proto._ratelimit import KeyedLimiter
 from ..proto._validation import CreateSessionRequest, JoinRequest, default_color
 from ..storage._model import JoinStatus, ParticipantRecord, SessionRecord, Storage
+from ._group import place_message
 from ._hub import Hub
 from ._names import readable_name
+
+# REST changes of places and of the route, per session (the WebSocket has its own
+# per-member budget, ``_connection.GROUP_CHANGES_PER_S``).
+PLACE_CHANGES_PER_SESSION_PER_MIN = 60
+ROUTE_CHANGES_PER_SESSION_PER_MIN = 30  # a build: up to ~0.1 s of CPU
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +83,8 @@ class Service:
         self.urls = urls
         self._create_limiter = KeyedLimiter(sessions_per_address_per_min, 60.0)
         self._join_limiter = KeyedLimiter(joins_per_session_per_min, 60.0)
+        self._place_limiter = KeyedLimiter(PLACE_CHANGES_PER_SESSION_PER_MIN, 60.0)
+        self._route_limiter = KeyedLimiter(ROUTE_CHANGES_PER_SESSION_PER_MIN, 60.0)
         self.started_monotonic = time.monotonic()
         # Set by the metrics module: (method, route, status, seconds) per request.
         self.observe_request: Callable[[str, str, int, float], None] | None = None
@@ -216,6 +226,79 @@ class Service:
         if claims.role != "creator":
             raise Forbidden("only the creator token can end the session")
         await self.hub.end_session(session_id, "ended")
+
+    # --- places and the route (issue 14) ------------------------------------------------
+    async def add_place(
+        self, session_id: uuid.UUID, authorization: str | None, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Any participant (or the creator) adds a place: 201 with the place."""
+        claims, _record, _caller = await self._authorize(session_id, authorization)
+        place = place_request(body)
+        self._rate(self._place_limiter, session_id, "place changes for this session")
+        author = claims.subject if claims.role == "participant" else None
+        record = await self.hub.add_place(session_id, place, author)
+        return place_message(record)
+
+    async def list_places(self, session_id: uuid.UUID, authorization: str | None) -> dict[str, Any]:
+        await self._authorize(session_id, authorization)
+        return {"places": [place_message(p) for p in await self.storage.list_places(session_id)]}
+
+    async def remove_place(
+        self, session_id: uuid.UUID, place_id_text: str, authorization: str | None
+    ) -> None:
+        """The place's author or the creator removes it."""
+        claims, _record, _caller = await self._authorize(session_id, authorization)
+        try:
+            place_id = uuid.UUID(place_id_text)
+        except ValueError:
+            raise NotFound("no such place in this session") from None
+        self._rate(self._place_limiter, session_id, "place changes for this session")
+        by = claims.subject if claims.role == "participant" else None
+        await self.hub.remove_place(session_id, place_id, by)
+
+    async def _creator(self, session_id: uuid.UUID, authorization: str | None) -> None:
+        claims, _record, _caller = await self._authorize(session_id, authorization)
+        if claims.role != "creator":
+            raise Forbidden("only the creator token can change the route")
+
+    async def set_route(
+        self,
+        session_id: uuid.UUID,
+        authorization: str | None,
+        raw: bytes,
+        content_type: str | None,
+        off_route_m: str | None,
+    ) -> dict[str, Any]:
+        """The creator sets the route (GeoJSON or GPX); built in a worker thread."""
+        await self._creator(session_id, authorization)
+        threshold = off_route_request(off_route_m, OFF_ROUTE_DEFAULT_M)
+        parse, data = route_upload(raw, content_type)
+        self._rate(self._route_limiter, session_id, "route changes for this session")
+        route = await self.hub.build_route(parse, data)
+        await self.hub.set_route(session_id, route, threshold)
+        return {
+            "points": route.points,
+            "simplified_points": route.simplified_points,
+            "tolerance_m": round(route.simplify_tolerance_m, 2),
+            "length_m": round(route.length_m, 1),
+            "off_route_m": threshold,
+        }
+
+    async def update_route(
+        self, session_id: uuid.UUID, authorization: str | None, raw: bytes, content_type: str | None
+    ) -> dict[str, Any]:
+        """The creator changes the off-route threshold without uploading the route again."""
+        await self._creator(session_id, authorization)
+        threshold = off_route_body(raw, content_type)
+        self._rate(self._route_limiter, session_id, "route changes for this session")
+        record = await self.hub.set_off_route(session_id, threshold)
+        return {"off_route_m": record.off_route_m}
+
+    async def clear_route(self, session_id: uuid.UUID, authorization: str | None) -> None:
+        await self._creator(session_id, authorization)
+        self._rate(self._route_limiter, session_id, "route changes for this session")
+        if not await self.hub.clear_route(session_id):
+            raise NotFound("this session has no route")
 
     # --- health -------------------------------------------------------------------------
     async def ready(self) -> None:

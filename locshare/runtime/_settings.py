@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from .._config import Config
+from ..proto._rates import RatePolicy
 from ..proto._validation import MAX_PARTICIPANTS
 
 OUTBOX_MAX_FRAMES: Final = 64
@@ -23,6 +24,7 @@ class RuntimeSettings:
     location_ttl_s: float
     update_interval_s: float
     flush_interval_s: float
+    flush_interval_min_s: float
     flush_interval_max_s: float
     inactivity_timeout_s: float
     idle_unload_s: float
@@ -36,6 +38,7 @@ class RuntimeSettings:
     ws_connects_per_address_per_min: int
     max_sessions_in_memory: int
     shutdown_grace_s: float
+    rates: RatePolicy
     # Not settings: fixed by design (docs/design.md says why).
     block_size: int = MAX_PARTICIPANTS
     outbox_max_frames: int = OUTBOX_MAX_FRAMES
@@ -49,6 +52,7 @@ class RuntimeSettings:
             location_ttl_s=config.location_ttl_s,
             update_interval_s=config.update_interval_s,
             flush_interval_s=config.flush_interval_s,
+            flush_interval_min_s=config.flush_interval_min_s,
             flush_interval_max_s=config.flush_interval_max_s,
             inactivity_timeout_s=config.inactivity_timeout_s,
             idle_unload_s=config.idle_unload_s,
@@ -62,12 +66,17 @@ class RuntimeSettings:
             ws_connects_per_address_per_min=config.ws_connects_per_address_per_min,
             max_sessions_in_memory=config.max_sessions_in_memory,
             shutdown_grace_s=config.shutdown_grace_s,
+            rates=RatePolicy(
+                base_s=config.update_interval_s,
+                stationary_s=config.stationary_interval_s,
+                at_place_s=config.at_place_interval_s,
+                unwatched_s=config.unwatched_interval_s,
+                stationary_distance_m=config.stationary_distance_m,
+                stationary_window_s=config.stationary_window_s,
+                ttl_s=config.location_ttl_s,
+            ),
             **fixed,  # type: ignore[arg-type]
         )
-
-    @property
-    def adaptive_flush(self) -> bool:
-        return self.flush_interval_max_s > self.flush_interval_s
 
     @property
     def limits(self) -> dict[str, float | int]:

@@ -22,7 +22,14 @@ from collections.abc import Mapping
 import trio
 
 from ..errors import StorageUnavailable
-from ._model import JoinOutcome, JoinStatus, ParticipantRecord, SessionRecord
+from ._model import (
+    JoinOutcome,
+    JoinStatus,
+    ParticipantRecord,
+    PlaceRecord,
+    RouteRecord,
+    SessionRecord,
+)
 
 
 class InMemoryStorage:
@@ -30,6 +37,8 @@ class InMemoryStorage:
         self.sessions: dict[uuid.UUID, SessionRecord] = {}
         self.ended_at: dict[uuid.UUID, float] = {}
         self.participants: dict[uuid.UUID, ParticipantRecord] = {}
+        self.places: dict[uuid.UUID, PlaceRecord] = {}
+        self.routes: dict[uuid.UUID, RouteRecord] = {}
         self.available = True
 
     async def _call(self) -> None:
@@ -187,4 +196,46 @@ class InMemoryStorage:
                 p.id for p in self.participants.values() if p.session_id == session_id
             ]:
                 del self.participants[participant_id]
+            for place_id in [p.id for p in self.places.values() if p.session_id == session_id]:
+                del self.places[place_id]
+            self.routes.pop(session_id, None)
         return len(gone)
+
+    async def add_place(self, place: PlaceRecord, *, limit: int) -> bool:
+        await self._call()
+        held = sum(1 for p in self.places.values() if p.session_id == place.session_id)
+        if held >= limit:
+            return False
+        self.places[place.id] = place
+        return True
+
+    async def list_places(self, session_id: uuid.UUID) -> list[PlaceRecord]:
+        await self._call()
+        rows = [p for p in self.places.values() if p.session_id == session_id]
+        rows.sort(key=lambda p: (p.created_at, str(p.id)))
+        return rows
+
+    async def remove_place(self, session_id: uuid.UUID, place_id: uuid.UUID) -> PlaceRecord | None:
+        await self._call()
+        found = self.places.get(place_id)
+        if found is None or found.session_id != session_id:
+            return None
+        del self.places[place_id]
+        return found
+
+    async def get_place(self, session_id: uuid.UUID, place_id: uuid.UUID) -> PlaceRecord | None:
+        await self._call()
+        found = self.places.get(place_id)
+        return found if found is not None and found.session_id == session_id else None
+
+    async def set_route(self, route: RouteRecord) -> None:
+        await self._call()
+        self.routes[route.session_id] = route
+
+    async def clear_route(self, session_id: uuid.UUID) -> bool:
+        await self._call()
+        return self.routes.pop(session_id, None) is not None
+
+    async def get_route(self, session_id: uuid.UUID) -> RouteRecord | None:
+        await self._call()
+        return self.routes.get(session_id)

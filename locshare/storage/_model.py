@@ -9,7 +9,7 @@ import enum
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +47,31 @@ class ParticipantRecord:
     last_seen: float
     is_active: bool
     left_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceRecord:
+    """A place of a session (issue 14): session data like a name, never a person's
+    position.  ``geometry`` is GeoJSON (a Point with ``radius_m``, or a Polygon)."""
+
+    id: uuid.UUID
+    session_id: uuid.UUID
+    name: str
+    kind: str
+    author: uuid.UUID | None  # None: the creator, over REST
+    geometry: dict[str, Any]
+    radius_m: float | None
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRecord:
+    """A session's route: the full GeoJSON LineString as set, and its off-route limit."""
+
+    session_id: uuid.UUID
+    geometry: dict[str, Any]
+    off_route_m: float
+    updated_at: float
 
 
 class JoinStatus(enum.Enum):
@@ -116,3 +141,21 @@ class Storage(Protocol):
     async def sweep(self, *, now: float, inactive_before: float) -> list[tuple[uuid.UUID, str]]: ...
 
     async def purge_ended(self, *, ended_before: float) -> int: ...
+
+    async def add_place(self, place: PlaceRecord, *, limit: int) -> bool:
+        """Store a place unless the session holds ``limit`` already (``False``)."""
+        ...
+
+    async def list_places(self, session_id: uuid.UUID) -> list[PlaceRecord]: ...
+
+    async def remove_place(
+        self, session_id: uuid.UUID, place_id: uuid.UUID
+    ) -> PlaceRecord | None: ...
+
+    async def get_place(self, session_id: uuid.UUID, place_id: uuid.UUID) -> PlaceRecord | None: ...
+
+    async def set_route(self, route: RouteRecord) -> None: ...
+
+    async def clear_route(self, session_id: uuid.UUID) -> bool: ...
+
+    async def get_route(self, session_id: uuid.UUID) -> RouteRecord | None: ...

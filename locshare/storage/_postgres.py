@@ -41,11 +41,19 @@ from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 import asyncpg
+import orjson
 import trio
 import trio_asyncio
 
 from ..errors import StorageError, StorageUnavailable
-from ._model import JoinOutcome, JoinStatus, ParticipantRecord, SessionRecord
+from ._model import (
+    JoinOutcome,
+    JoinStatus,
+    ParticipantRecord,
+    PlaceRecord,
+    RouteRecord,
+    SessionRecord,
+)
 
 T = TypeVar("T")
 
@@ -84,6 +92,35 @@ def _session(row: Mapping[str, Any]) -> SessionRecord:
         last_activity=row["last_activity"].timestamp(),
         participant_count=row["participant_count"],
     )
+
+
+def _place(row: Mapping[str, Any]) -> PlaceRecord:
+    return PlaceRecord(
+        id=row["id"],
+        session_id=row["session_id"],
+        name=row["name"],
+        kind=row["kind"],
+        author=row["author"],
+        geometry=orjson.loads(row["geometry"]),
+        radius_m=row["radius_m"],
+        created_at=row["created_at"].timestamp(),
+    )
+
+
+_PLACE_COLUMNS = "id, session_id, name, kind, author, geometry, radius_m, created_at"
+
+# The count and the insert under the session row's lock, so that concurrent adds (on
+# any node) never pass the limit.  Two statements: under READ COMMITTED a statement
+# sees what was committed when it *started*, so the count must come after the lock
+# (one statement with the lock in a CTE counts from before its wait: found by
+# tests/net/test_places_rest.py, 24 concurrent adds all stored).
+_LOCK_SESSION_SQL = "SELECT id FROM sessions WHERE id = $1 FOR UPDATE"
+_ADD_PLACE_SQL = """
+INSERT INTO places (id, session_id, name, kind, author, geometry, radius_m, created_at)
+SELECT $1, $2, $3, $4, $5, $6::jsonb, $7, $8
+ WHERE (SELECT count(*) FROM places WHERE session_id = $2) < $9
+RETURNING id
+"""
 
 
 def _participant(row: Mapping[str, Any]) -> ParticipantRecord:
@@ -149,8 +186,8 @@ RETURNING id, ended_reason
 """
 
 _PURGE_SQL = "DELETE FROM sessions WHERE NOT is_active AND ended_at < $1"
-# Every table that holds a name (participants go by the cascade).  See purge_ended.
-_COMPACT_SQL = "VACUUM FULL sessions, participants"
+# Every table that holds a name or a place (deleted by the cascade).  See purge_ended.
+_COMPACT_SQL = "VACUUM FULL sessions, participants, places, routes"
 # VACUUM FULL takes an ACCESS EXCLUSIVE lock: never queue behind a long-held lock (and
 # so make every query behind us wait too); give up and retry at the next purge instead.
 COMPACT_LOCK_TIMEOUT_S = 2.0
@@ -655,6 +692,101 @@ class PostgresStorage:
             self._compact_pending = False
             self._compacted_at = now
         return deleted
+
+    # --- places and the route (issue 14) -------------------------------------------------
+    async def add_place(self, place: PlaceRecord, *, limit: int) -> bool:
+        async def job(con: asyncpg.Connection) -> bool:
+            async with con.transaction():
+                if await con.fetchval(_LOCK_SESSION_SQL, place.session_id) is None:
+                    return False
+                added = await con.fetchval(
+                    _ADD_PLACE_SQL,
+                    place.id,
+                    place.session_id,
+                    place.name,
+                    place.kind,
+                    place.author,
+                    orjson.dumps(place.geometry).decode(),
+                    place.radius_m,
+                    _dt(place.created_at),
+                    limit,
+                )
+            return added is not None
+
+        return await self._run(job)
+
+    async def list_places(self, session_id: uuid.UUID) -> list[PlaceRecord]:
+        async def job(con: asyncpg.Connection) -> list[PlaceRecord]:
+            rows = await con.fetch(
+                f"SELECT {_PLACE_COLUMNS} FROM places WHERE session_id = $1"
+                " ORDER BY created_at, id",
+                session_id,
+            )
+            return [_place(r) for r in rows]
+
+        return await self._run(job)
+
+    async def remove_place(self, session_id: uuid.UUID, place_id: uuid.UUID) -> PlaceRecord | None:
+        async def job(con: asyncpg.Connection) -> PlaceRecord | None:
+            row = await con.fetchrow(
+                f"DELETE FROM places WHERE id = $1 AND session_id = $2 RETURNING {_PLACE_COLUMNS}",
+                place_id,
+                session_id,
+            )
+            return None if row is None else _place(row)
+
+        return await self._run(job)
+
+    async def get_place(self, session_id: uuid.UUID, place_id: uuid.UUID) -> PlaceRecord | None:
+        async def job(con: asyncpg.Connection) -> PlaceRecord | None:
+            row = await con.fetchrow(
+                f"SELECT {_PLACE_COLUMNS} FROM places WHERE id = $1 AND session_id = $2",
+                place_id,
+                session_id,
+            )
+            return None if row is None else _place(row)
+
+        return await self._run(job)
+
+    async def set_route(self, route: RouteRecord) -> None:
+        async def job(con: asyncpg.Connection) -> None:
+            await con.execute(
+                "INSERT INTO routes (session_id, geometry, off_route_m, updated_at)"
+                " VALUES ($1, $2::jsonb, $3, $4) ON CONFLICT (session_id) DO UPDATE"
+                " SET geometry = EXCLUDED.geometry, off_route_m = EXCLUDED.off_route_m,"
+                " updated_at = EXCLUDED.updated_at",
+                route.session_id,
+                orjson.dumps(route.geometry).decode(),
+                route.off_route_m,
+                _dt(route.updated_at),
+            )
+
+        await self._run(job)
+
+    async def clear_route(self, session_id: uuid.UUID) -> bool:
+        async def job(con: asyncpg.Connection) -> bool:
+            status = await con.execute("DELETE FROM routes WHERE session_id = $1", session_id)
+            return bool(int(status.split()[-1]))
+
+        return await self._run(job)
+
+    async def get_route(self, session_id: uuid.UUID) -> RouteRecord | None:
+        async def job(con: asyncpg.Connection) -> RouteRecord | None:
+            row = await con.fetchrow(
+                "SELECT session_id, geometry, off_route_m, updated_at FROM routes"
+                " WHERE session_id = $1",
+                session_id,
+            )
+            if row is None:
+                return None
+            return RouteRecord(
+                row["session_id"],
+                orjson.loads(row["geometry"]),
+                row["off_route_m"],
+                row["updated_at"].timestamp(),
+            )
+
+        return await self._run(job)
 
     @staticmethod
     async def _compact(con: asyncpg.Connection) -> None:

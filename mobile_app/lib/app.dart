@@ -8,6 +8,7 @@ import 'package:flutter_riverpod/flutter_riverpod.dart';
 
 import 'links.dart';
 import 'state/providers.dart';
+import 'ui/navigation.dart';
 import 'ui/screens/home_screen.dart';
 import 'ui/screens/join_screen.dart';
 import 'ui/screens/map_screen.dart';
@@ -22,16 +23,23 @@ class LocshareApp extends ConsumerStatefulWidget {
 class _LocshareAppState extends ConsumerState<LocshareApp> {
   final _navigator = GlobalKey<NavigatorState>();
   StreamSubscription<Uri>? _links;
+  late final AppLifecycleListener _lifecycle;
 
   @override
   void initState() {
     super.initState();
     // app_links delivers the link that launched the app on this stream too.
     _links = AppLinks().uriLinkStream.listen(_openLink);
+    // The session needs the lifecycle even while the map screen is not built:
+    // `visibility`, and no new location request from the background.
+    final session = ref.read(sessionControllerProvider.notifier);
+    session.setAppLifecycle(WidgetsBinding.instance.lifecycleState ?? AppLifecycleState.resumed);
+    _lifecycle = AppLifecycleListener(onStateChange: session.setAppLifecycle);
   }
 
   @override
   void dispose() {
+    _lifecycle.dispose();
     _links?.cancel();
     super.dispose();
   }
@@ -59,6 +67,7 @@ class _LocshareAppState extends ConsumerState<LocshareApp> {
     return MaterialApp(
       title: 'locshare',
       navigatorKey: _navigator,
+      navigatorObservers: [pageRouteObserver],
       theme: ThemeData(colorSchemeSeed: const Color(0xFF2E86C1), useMaterial3: true),
       darkTheme: ThemeData(
         colorSchemeSeed: const Color(0xFF2E86C1),

@@ -19,7 +19,7 @@ Map<String, Object?> location({String? userId, double lat = 52.52, double lng = 
     };
 
 Map<String, Object?> participant(String userId, String name,
-        {bool online = true, bool stale = false, Map<String, Object?>? location}) =>
+        {bool online = true, bool stale = false, Map<String, Object?>? location, Map<String, Object?>? status}) =>
     {
       'user_id': userId,
       'display_name': name,
@@ -29,7 +29,87 @@ Map<String, Object?> participant(String userId, String name,
       'last_seen': '2026-11-20T11:59:30.000Z',
       'stale': stale,
       'location': location,
+      'status': status,
     };
+
+Map<String, Object?> statusJson(String? status, {String? text}) => {
+      'status': status,
+      'text': text,
+      'at': status == null ? null : '2026-11-20T12:05:00.000Z',
+    };
+
+const campId = '9a9a9a9a-0000-4000-8000-0000000000a1';
+const lakeId = '9a9a9a9a-0000-4000-8000-0000000000a2';
+
+/// A circle place (a GeoJSON Point with a radius), as `place_added` carries it.
+Map<String, Object?> circlePlace({
+  String placeId = campId,
+  String name = 'Camp',
+  String kind = 'meet',
+  String? author = alice,
+  double lat = 52.52,
+  double lng = 13.405,
+  double radiusM = 50,
+}) =>
+    {
+      'place_id': placeId,
+      'name': name,
+      'kind': kind,
+      'author': author,
+      'geometry': {
+        'type': 'Point',
+        'coordinates': [lng, lat],
+      },
+      'radius_m': radiusM,
+      'created_at': '2026-11-20T12:01:00.000Z',
+    };
+
+/// A polygon place; its ring is closed, as GeoJSON requires.
+Map<String, Object?> polygonPlace({String placeId = lakeId, String name = 'Lake', String? author = bob}) => {
+      'place_id': placeId,
+      'name': name,
+      'kind': 'poi',
+      'author': author,
+      'geometry': {
+        'type': 'Polygon',
+        'coordinates': [
+          [
+            [13.0, 52.0],
+            [13.2, 52.0],
+            [13.2, 52.2],
+            [13.0, 52.2],
+            [13.0, 52.0],
+          ],
+        ],
+      },
+      'radius_m': null,
+      'created_at': '2026-11-20T12:02:00.000Z',
+    };
+
+/// A route crossing the antimeridian (Fiji), as `route_set` carries it.
+const routeJson = {
+  'geometry': {
+    'type': 'LineString',
+    'coordinates': [
+      [179.8, -16.5],
+      [-179.9, -16.6],
+      [-179.7, -16.7],
+    ],
+  },
+  'points': 1200,
+  'tolerance_m': 5.0,
+  'length_m': 61234.5,
+  'off_route_m': 200,
+};
+
+const convoyJson = {
+  'order': [bob, alice, carol],
+  'gaps_m': [350.0, 1200.5],
+  'gaps_s': [45.0, null],
+  'off_route': [
+    {'user_id': carol, 'distance_m': 420.0},
+  ],
+};
 
 const viewport = {
   'bbox': {'west': 13.3, 'south': 52.5, 'east': 13.5, 'north': 52.6},
@@ -38,7 +118,14 @@ const viewport = {
   'participants': [alice, bob],
 };
 
-String sessionState({List<Map<String, Object?>>? participants, Map<String, Object?>? hint = viewport}) =>
+String sessionState({
+  List<Map<String, Object?>>? participants,
+  Map<String, Object?>? hint = viewport,
+  List<Map<String, Object?>> places = const [],
+  List<Map<String, Object?>> arrivals = const [],
+  Map<String, Object?>? route,
+  Map<String, Object?>? convoy,
+}) =>
     frame('session_state', {
       'session': {
         'id': '5e55e55e-0000-4000-8000-00000000000f',
@@ -61,4 +148,8 @@ String sessionState({List<Map<String, Object?>>? participants, Map<String, Objec
         'max_messages_per_s': 10,
         'max_message_bytes': 16384,
       },
+      'places': places,
+      'arrivals': arrivals,
+      'route': route,
+      'convoy': convoy,
     });

@@ -79,13 +79,164 @@ void main() {
     expect(view.endedReason, 'inactive');
   });
 
-  test('pong, error and unknown messages change nothing', () {
+  test('pong, error, locate_now and unknown messages change nothing', () {
     for (final text in [
       frame('pong', {'server_time': '2026-11-20T12:00:00.000Z'}),
       frame('error', {'code': 'rate_limited', 'message': 'slow down'}),
+      frame('locate_now'), // a side effect (one fresh fix), handled by the controller
       frame('from_the_future'),
     ]) {
       expect(identical(apply(start, text), start), isTrue);
     }
+  });
+
+  group('issue 14: places, arrivals, route, convoy, status', () {
+    final withPlaces = apply(
+      const SessionView(),
+      sessionState(
+        places: [circlePlace(), polygonPlace()],
+        arrivals: [
+          {'user_id': alice, 'place_id': campId},
+        ],
+        route: routeJson,
+        convoy: convoyJson,
+      ),
+    );
+
+    test('session_state brings places, arrivals, route and convoy', () {
+      expect(withPlaces.places.keys, [campId, lakeId]);
+      expect(withPlaces.arrivals, {const Arrival(alice, campId)});
+      expect(withPlaces.presentAt(campId).map((p) => p.displayName), ['Alice']);
+      expect(withPlaces.presentAt(lakeId), isEmpty);
+      expect(withPlaces.route!.lengthM, 61234.5);
+      expect(withPlaces.convoy!.order, [bob, alice, carol]);
+    });
+
+    test('a new session_state replaces them all (reconnect)', () {
+      final view = apply(withPlaces, sessionState());
+      expect([view.places, view.arrivals], [isEmpty, isEmpty]);
+      expect([view.route, view.convoy], [null, null]);
+    });
+
+    test('place_added and place_removed (with the arrivals there)', () {
+      var view = apply(withPlaces, frame('place_added', circlePlace(placeId: 'p3', name: 'Fuel stop', kind: 'fuel')));
+      expect(view.places.keys, [campId, lakeId, 'p3']);
+      expect(view.places['p3']!.kind, PlaceKind.fuel);
+      view = apply(view, frame('place_removed', {'place_id': campId}));
+      expect(view.places.keys, [lakeId, 'p3']);
+      expect(view.arrivals, isEmpty, reason: 'nobody is at a place that is gone');
+      expect(identical(apply(view, frame('place_removed', {'place_id': campId})), view), isTrue);
+      expect(withPlaces.places.keys, [campId, lakeId], reason: 'views are never mutated');
+    });
+
+    test('arrived and departed', () {
+      var view = apply(withPlaces, frame('arrived', {'user_id': bob, 'place_id': lakeId}));
+      expect(view.arrivals, {const Arrival(alice, campId), const Arrival(bob, lakeId)});
+      expect(view.presentAt(lakeId).single.displayName, 'Bob');
+      view = apply(view, frame('departed', {'user_id': alice, 'place_id': campId}));
+      expect(view.arrivals, {const Arrival(bob, lakeId)});
+      expect(identical(apply(view, frame('departed', {'user_id': alice, 'place_id': campId})), view), isTrue);
+    });
+
+    test('arrivals at unknown places or of unknown people are dropped', () {
+      for (final text in [
+        frame('arrived', {'user_id': bob, 'place_id': 'nowhere'}),
+        frame('arrived', {'user_id': carol, 'place_id': campId}),
+      ]) {
+        expect(identical(apply(withPlaces, text), withPlaces), isTrue);
+      }
+    });
+
+    test('someone who leaves is no longer at any place', () {
+      final view = apply(withPlaces, frame('participant_left', {'user_id': alice, 'reason': 'left'}));
+      expect(view.arrivals, isEmpty);
+    });
+
+    test('route_set replaces the route; route_cleared removes it and the convoy', () {
+      var view = apply(start, frame('route_set', routeJson));
+      expect(view.route!.points, 1200);
+      expect(view.convoy, isNull);
+      view = apply(view, frame('convoy', convoyJson));
+      expect(view.convoy!.gapsM, [350.0, 1200.5]);
+      view = apply(view, frame('route_set', {...routeJson, 'points': 2}));
+      expect(view.route!.points, 2);
+      expect(view.convoy, isNotNull, reason: 'the next convoy replaces it');
+      view = apply(view, frame('route_cleared'));
+      expect([view.route, view.convoy], [null, null]);
+    });
+
+    test('convoy replaces the previous one', () {
+      final view = apply(withPlaces, frame('convoy', {
+        'order': [alice],
+        'gaps_m': [],
+        'gaps_s': [],
+        'off_route': [],
+      }));
+      expect(view.convoy!.order, [alice]);
+      expect(view.convoy!.offRoute, isEmpty);
+    });
+
+    test('status: set, changed, cleared; shown per participant', () {
+      var view = apply(start, frame('status', {
+        'user_id': bob,
+        'status': 'need_help',
+        'text': 'Flat tyre',
+        'at': '2026-11-20T12:05:00.000Z',
+      }));
+      expect(view.participants[bob]!.status!.text, 'Flat tyre');
+      expect(view.needingHelp.map((p) => p.userId), [bob]);
+      view = apply(
+        view,
+        frame('status', {'user_id': bob, 'status': 'break', 'text': null, 'at': '2026-11-20T12:06:00Z'}),
+      );
+      expect(view.participants[bob]!.status!.status, StatusKind.onBreak);
+      expect(view.needingHelp, isEmpty);
+      view = apply(view, frame('status', {'user_id': bob, 'status': null, 'text': null, 'at': null}));
+      expect(view.participants[bob]!.status, isNull);
+      expect(view.participants[bob]!.location, start.participants[bob]!.location, reason: 'nothing else changes');
+    });
+
+    test('a status of someone unknown changes nothing', () {
+      final text = frame('status', {'user_id': carol, 'status': 'arrived', 'text': null, 'at': '2026-11-20T12:05:00Z'});
+      expect(identical(apply(start, text), start), isTrue);
+    });
+
+    test('statuses survive location updates and presence changes', () {
+      var view = apply(start, frame('status', {'user_id': bob, 'status': 'on_my_way', 'text': null, 'at': null}));
+      view = apply(view, frame('locations', {'updates': [location(userId: bob)]}));
+      view = apply(view, frame('presence', {'user_id': bob, 'online': true}));
+      expect(view.participants[bob]!.status!.status, StatusKind.onMyWay);
+    });
+
+    test('refused places and statuses become notices; each one a new notice', () {
+      var view = apply(start, frame('error', {'code': 'invalid_place', 'message': 'radius_m: at most 2000'}));
+      final first = view.notice!;
+      expect([first.code, first.message], ['invalid_place', 'radius_m: at most 2000']);
+      view = apply(view, frame('error', {'code': 'invalid_place', 'message': 'radius_m: at most 2000'}));
+      expect(view.notice!.seq, greaterThan(first.seq));
+      view = apply(view, frame('error', {'code': 'forbidden', 'message': 'not your place'}));
+      expect(view.notice!.code, 'forbidden');
+      view = apply(view, frame('error', {'code': 'invalid_status', 'message': 'note too long'}));
+      expect(view.notice!.message, 'note too long');
+    });
+  });
+
+  group('issue 15: pacing', () {
+    test('before any update_interval, the base interval of session_state.limits', () {
+      expect(start.pace, isNull);
+      expect(start.sendInterval, const Duration(seconds: 2));
+    });
+
+    test('update_interval sets the interval and its reason', () {
+      final view = apply(start, frame('update_interval', {'seconds': 30, 'reason': 'nobody_watching'}));
+      expect(view.sendInterval, const Duration(seconds: 30));
+      expect(view.pace!.reason, PaceReason.nobodyWatching);
+    });
+
+    test('the pace survives a session_state (an update_interval follows it anyway)', () {
+      var view = apply(start, frame('update_interval', {'seconds': 10, 'reason': 'stationary'}));
+      view = apply(view, sessionState());
+      expect(view.sendInterval, const Duration(seconds: 10));
+    });
   });
 }

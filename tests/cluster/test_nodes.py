@@ -86,13 +86,17 @@ async def test_a_node_new_to_a_session_gets_its_current_state(
                 await next_location_of(pb, ann["user_id"])
                 await pb.send("location_update", {"lat": 30.5, "lng": 40.5})
                 await next_location_of(pa, bo["user_id"])
+                await pb.send("set_status", {"status": "break", "text": "coffee"})
+                await pa.next_of("status")
                 # Node c has never hosted this session: Cy's first frame must already
-                # hold both positions and both online.
+                # hold both positions, both online, and Bo's status (memory only).
                 state = await connect_first(c, nursery, cy)
                 people = {p["user_id"]: p for p in state["participants"]}
                 assert people[ann["user_id"]]["location"]["lat"] == 10.5
                 assert people[bo["user_id"]]["location"]["lat"] == 30.5
                 assert people[ann["user_id"]]["online"] and people[bo["user_id"]]["online"]
+                assert people[bo["user_id"]]["status"]["text"] == "coffee"
+                assert people[ann["user_id"]]["status"] is None
                 assert state["viewport"] is not None
                 nursery.cancel_scope.cancel()
 
@@ -201,3 +205,149 @@ async def test_bus_tasks_end_with_the_sessions_and_the_server(
     with trio.fail_after(10):
         while trio.lowlevel.current_statistics().tasks_living > before:
             await trio.sleep(0.05)
+
+
+async def test_who_watches_counts_on_every_node(
+    database_url: str, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Issue 15 across nodes: Bo's map on node b decides Ann's interval on node a."""
+    async with cluster(database_url, tmp_path, redis_server.url) as (a, b):
+        sid = (await a.create_session())["session_id"]
+        ann, bo = await a.join(sid, "Ann"), await b.join(sid, "Bo")
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                pa = await connect(a, nursery, ann, False)
+                assert (await pa.next_of("update_interval"))["reason"] == "nobody_watching"
+                pb = await connect(b, nursery, bo, False)
+                assert await pa.next_of("update_interval") == {"seconds": 2.0, "reason": "watched"}
+                await pb.send("visibility", {"visible": False})
+                slowed = await pa.next_of("update_interval")
+                assert slowed == {"seconds": 30.0, "reason": "nobody_watching"}
+                await trio.sleep(5)  # past the locate_now rate limit
+                shown = trio.current_time()
+                await pb.send("visibility", {"visible": True})
+                assert await pa.next_of("locate_now") == {}
+                assert await pa.next_of("update_interval") == {"seconds": 2.0, "reason": "watched"}
+                assert trio.current_time() - shown < 1.0
+                nursery.cancel_scope.cancel()
+
+
+async def test_places_route_and_statuses_cross_nodes(
+    database_url: str, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Issue 14 across nodes: a place, a status and the route set through one node
+    reach the sockets of the other; each node computes arrivals and the convoy from the
+    positions the bus brings it."""
+    async with cluster(database_url, tmp_path, redis_server.url) as (a, b):
+        created = await a.create_session()
+        sid = created["session_id"]
+        ann, bo = await a.join(sid, "Ann"), await b.join(sid, "Bo")
+        creator = {"Authorization": f"Bearer {created['creator_token']}"}
+        with trio.fail_after(40):
+            async with trio.open_nursery() as nursery:
+                pa = await connect(a, nursery, ann, False)
+                pb = await connect(b, nursery, bo, False)
+                await pa.send(
+                    "place_add",
+                    {"name": "Camp", "kind": "meet", "lat": 45.0, "lng": 7.0, "radius_m": 100},
+                )
+                place = await pb.next_of("place_added")
+                assert place["author"] == ann["user_id"]
+                # Ann (node a) arrives; Bo (node b) hears it from his own node.
+                for _ in range(2):
+                    await pa.send("location_update", {"lat": 45.0, "lng": 7.0, "accuracy": 5})
+                    await trio.sleep(1.2)
+                arrived = await pb.next_of("arrived")
+                assert arrived == {"user_id": ann["user_id"], "place_id": place["place_id"]}
+                await pb.send("set_status", {"status": "need_help", "text": "fuel"})
+                status = await pa.next_of("status")
+                assert (status["user_id"], status["status"]) == (bo["user_id"], "need_help")
+                # The route, stored through node b, is read by node a from PostgreSQL.
+                route = {
+                    "type": "LineString",
+                    "coordinates": [[7.0, 44.99], [7.0, 45.05]],
+                }
+                response = await b.http.put(
+                    f"/api/sessions/{sid}/route",
+                    content=orjson.dumps(route),
+                    headers={**creator, "Content-Type": "application/json"},
+                )
+                assert response.status_code == 200, response.text
+                assert (await pa.next_of("route_set"))["points"] == 2
+                await pb.send("location_update", {"lat": 45.02, "lng": 7.0})
+                while len((convoy := await pa.next_of("convoy"))["order"]) < 2:
+                    pass
+                assert convoy["order"] == [bo["user_id"], ann["user_id"]]
+                # A place removed through node b's REST by the creator.
+                removed = await b.http.delete(
+                    f"/api/sessions/{sid}/places/{place['place_id']}", headers=creator
+                )
+                assert removed.status_code == 204
+                assert await pa.next_of("place_removed") == {"place_id": place["place_id"]}
+                nursery.cancel_scope.cancel()
+
+
+async def test_a_cluster_node_exports_the_bus_metrics(
+    database_url: str, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Every bus metric the dashboard queries is exported by a node in cluster mode."""
+    from tests.test_deploy import CLUSTER_ONLY, metric_family
+
+    async with cluster(database_url, tmp_path, redis_server.url) as (a, b):
+        sid = (await a.create_session())["session_id"]
+        ann, bo = await a.join(sid, "Ann"), await b.join(sid, "Bo")
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                pa = await connect(a, nursery, ann, False)
+                pb = await connect(b, nursery, bo, False)
+                await pa.send("location_update", {"lat": 1.5, "lng": 2.5})
+                await location_reaches(pb, ann["user_id"], 1.5)
+                nursery.cancel_scope.cancel()
+        text = (await a.http.get("/metrics")).text
+    exported = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+    assert {metric_family(m) for m in CLUSTER_ONLY} <= {metric_family(m) for m in exported}
+    sent = [
+        line for line in text.splitlines() if line.startswith("locshare_bus_messages_sent_total")
+    ]
+    assert sent and float(sent[0].split()[-1]) > 0
+
+
+async def test_positions_go_on_the_bus_only_while_another_node_hosts_the_session(
+    database_url: str, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """A session whose members are all on one node costs Redis nothing per position
+    (found by the sticky benchmark: every flush was published anyway); once another
+    node hosts it, positions cross."""
+    from locshare.cluster._resp import READ_BYTES, subscribe
+
+    async with cluster(database_url, tmp_path, redis_server.url) as (a, b):
+        sid = (await a.create_session())["session_id"]
+        ann, al, bo = await a.join(sid, "Ann"), await a.join(sid, "Al"), await b.join(sid, "Bo")
+        channels = [a.hub.bus.channel(i) for i in range(a.hub.bus.buckets)]
+        stream, reader, _early = await subscribe(redis_server.url, channels)
+        seen: list[bytes] = []
+
+        async def listen() -> None:
+            while True:
+                reader.feed(await stream.receive_some(READ_BYTES))
+                for reply in reader.replies():
+                    if isinstance(reply, list) and reply[0] == b"message":
+                        seen.append(reply[2])  # type: ignore[arg-type]
+
+        async with stream:
+            with trio.fail_after(40):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(listen)
+                    pa = await connect(a, nursery, ann, False)
+                    pal = await connect(a, nursery, al, False)
+                    for i in range(10):
+                        await pa.send("location_update", {"lat": 10.0 + i, "lng": 1.0})
+                        await location_reaches(pal, ann["user_id"], 10.0 + i)
+                    await trio.sleep(0.5)  # a bus tick or ten
+                    positions = [m for m in seen if sid.encode() in m and b'"L"' in m]
+                    assert positions == []
+                    pb = await connect(b, nursery, bo, False)
+                    await pa.send("location_update", {"lat": 30.0, "lng": 1.0})
+                    await location_reaches(pb, ann["user_id"], 30.0)
+                    assert any(sid.encode() in m and b'"L"' in m for m in seen)
+                    nursery.cancel_scope.cancel()

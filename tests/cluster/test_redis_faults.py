@@ -7,10 +7,10 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import coredis
 import pytest
 import trio
 
+from locshare.cluster._resp import RedisLink
 from locshare.errors import BusUnavailable, ConfigError
 from tests.cluster.conftest import RedisServer, _spawn, cluster, redis_required, wait_until
 from tests.cluster.test_nodes import location_reaches, next_location_of
@@ -127,19 +127,20 @@ async def test_no_key_holds_a_coordinate_after_the_ttl(
                 await pa.send("location_update", {"lat": 48.1371234, "lng": 11.5754321})
                 await next_location_of(pb, ann["user_id"])
                 await trio.sleep(ttl + 1.0)
-                client: coredis.Redis[bytes] = coredis.Redis.from_url(redis_server.url)
-                async with client:
-                    keys = [key async for key in client.scan_iter(match=b"*")]
-                    assert keys, "the cluster keeps its hosts sets"
+                async with await RedisLink.open(redis_server.url) as link:
+                    (keys,) = await link.execute((b"KEYS", b"*"))
+                    assert isinstance(keys, list) and keys, "the cluster keeps its hosts sets"
                     for key in keys:
+                        assert isinstance(key, bytes)
                         assert b"48.13" not in key and b"Ann" not in key
-                        kind = await client.type(key)
+                        (kind,) = await link.execute((b"TYPE", key))
                         if kind == b"set":
-                            values = list(await client.smembers(key))
-                        elif kind == b"string":
-                            values = [await client.get(key) or b""]
+                            (members,) = await link.execute((b"SMEMBERS", key))
+                            assert isinstance(members, list)
+                            values = [m for m in members if isinstance(m, bytes)]
                         else:
-                            values = [repr(await client.dump(key)).encode()]
+                            (dumped,) = await link.execute((b"DUMP", key))
+                            values = [dumped if isinstance(dumped, bytes) else b""]
                         for value in values:
                             for mark in marks:
                                 assert mark.encode() not in value, (key, value)
@@ -153,3 +154,37 @@ def test_redis_server_is_on_path_under_ci() -> None:
     if binary is not None:
         version = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True)
         assert "Redis server" in version.stdout or "Valkey" in version.stdout
+
+
+async def test_a_redis_with_a_password(database_url: str, tmp_path: Path) -> None:
+    """The password in the URL opens both connections (commands and the
+    subscription); a wrong one stops the start like an unreachable Redis."""
+    redis_required()
+    if shutil.which("redis-server") is None:
+        pytest.skip("needs a private redis-server")
+    directory = Path(tempfile.mkdtemp(prefix="locshare-redis-"))
+    sock = directory / "redis.sock"
+    process = _spawn(directory, sock, "--requirepass", "s3cret")
+    try:
+        url = f"unix://{sock}?password=s3cret"
+        async with cluster(database_url, tmp_path, url) as (a, b):
+            sid = (await a.create_session())["session_id"]
+            ann, bo = await a.join(sid, "Ann"), await b.join(sid, "Bo")
+            with trio.fail_after(30):
+                async with trio.open_nursery() as nursery:
+                    pa = await connect(a, nursery, ann, False)
+                    pb = await connect(b, nursery, bo, False)
+                    await pa.send("location_update", {"lat": 1.5, "lng": 2.5})
+                    await location_reaches(pb, ann["user_id"], 1.5)
+                    nursery.cancel_scope.cancel()
+        config = server_config(
+            database_url, tmp_path / "wrong", redis_url=f"unix://{sock}?password=nope"
+        )
+        with trio.fail_after(60), pytest.raises(BaseException) as info:  # noqa: PT011
+            async with running(config):
+                pass
+        assert any(isinstance(e, BusUnavailable) for e in _leaves(info.value))
+    finally:
+        process.terminate()
+        process.wait(10)
+        shutil.rmtree(directory, ignore_errors=True)

@@ -41,12 +41,15 @@ class Supervisor(Server):
         )
 
     def workers(self) -> list[psutil.Process]:
-        parent = psutil.Process(self.proc.pid)
-        return [
-            child
-            for child in parent.children()
-            if "serve" in child.cmdline() and "redis" not in child.name()
-        ]
+        """The live worker processes (a killed worker not yet reaped is a zombie: skipped)."""
+        alive = []
+        for child in psutil.Process(self.proc.pid).children():
+            try:
+                if "serve" in child.cmdline() and "redis" not in child.name():
+                    alive.append(child)
+            except (psutil.ZombieProcess, psutil.NoSuchProcess):
+                continue
+        return alive
 
 
 async def join(http: httpx.AsyncClient, sid: str, name: str) -> dict[str, Any]:

@@ -465,6 +465,26 @@ def test_off_route_threshold_is_a_parameter() -> None:
     assert result.to_json()["off_route"] == [[convoy.slots[0], result.off_route[0][1]]]
 
 
+def test_each_session_has_its_own_off_route_threshold() -> None:
+    """The creator's ``off_route_m`` is per session: two blocks in one tick, one
+    threshold each (the index's default for a block that sets none)."""
+    route = route_at(np.array([[0.0, 0.0], [0.0, 5000.0]]))
+    index = GeoIndex(ttl_s=TTL)
+    routes = RouteIndex(off_route_m=200.0)
+    blocks = [index.allocate_block() for _ in range(3)]
+    for block, threshold in zip(blocks, (50.0, 500.0, None), strict=True):
+        routes.set_route(block, route, off_route_m=threshold)
+        slot = index.allocate_slot(block)
+        index.update(block, slot, *offset(0, 0, 300.0, 100.0), received_at=1.0)
+    off = {c.block: [round(m) for _s, m in c.off_route] for c in routes.tick(index.arrays(), 1.0)}
+    assert off == {blocks[0]: [300], blocks[1]: [], blocks[2]: [300]}
+    # Setting the route again with another threshold replaces it.
+    routes.set_route(blocks[1], route, off_route_m=100.0)
+    index.update(blocks[1], 0, *offset(0, 0, 300.0, 120.0), received_at=2.0)
+    (convoy,) = routes.tick(index.arrays(), 2.0)
+    assert [round(m) for _s, m in convoy.off_route] == [300]
+
+
 def test_frames_agree_with_the_destination_formula() -> None:
     """The projection against the independent formula: distances and bearings from
     the centre are exact."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import re
+from pathlib import Path
 
 import orjson
 import pytest
@@ -11,7 +13,13 @@ from hypothesis import strategies as st
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
 from locshare._clock import parse_rfc3339, rfc3339
-from locshare.errors import InvalidLocation, MalformedMessage, UnknownType
+from locshare.errors import (
+    InvalidLocation,
+    InvalidPlace,
+    InvalidStatus,
+    MalformedMessage,
+    UnknownType,
+)
 from locshare.proto import _messages as proto
 
 
@@ -149,7 +157,9 @@ def test_ping_and_leave_accept_missing_or_null_data() -> None:
 
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes_never_crash(raw: bytes) -> None:
-    with contextlib.suppress(MalformedMessage, InvalidLocation, UnknownType):
+    with contextlib.suppress(
+        MalformedMessage, InvalidLocation, UnknownType, InvalidPlace, InvalidStatus
+    ):
         proto.parse_client_message(raw)
 
 
@@ -180,15 +190,22 @@ def test_close_frame_bytes() -> None:
 
 
 def test_contract_names_are_consistent() -> None:
-    assert set(proto.CLIENT_MESSAGES) == {"location_update", "viewport_size", "ping", "leave"}
-    assert "user_id" in proto.LOCATION_ENTRY_FIELDS
-    assert set(proto.ERROR_CODES) <= {
-        "malformed_message",
-        "unknown_type",
-        "invalid_location",
-        "rate_limited",
-        "internal_error",
+    assert set(proto.CLIENT_MESSAGES) == {
+        "location_update",
+        "viewport_size",
+        "ping",
+        "leave",
+        "visibility",
+        "place_add",
+        "place_remove",
+        "set_status",
     }
+    assert "user_id" in proto.LOCATION_ENTRY_FIELDS
+    # The error codes are exactly the ones docs/protocol.md's table explains.
+    doc = (Path(__file__).parents[2] / "docs" / "protocol.md").read_text()
+    table = doc.split("### `error`", 1)[1].split("## Close codes", 1)[0]
+    documented = set(re.findall(r"^\| `([a-z_]+)` \| (?!string)", table, re.MULTILINE))
+    assert set(proto.ERROR_CODES) == documented
 
 
 def test_ping_ids() -> None:

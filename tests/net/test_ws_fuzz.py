@@ -25,7 +25,30 @@ from hypothesis import strategies as st
 from tests.conftest import Running
 from tests.net.rawws import BINARY, CONTINUATION, TEXT, Closed, RawWebSocket, frame
 
-ERROR_CODES = {"malformed_message", "unknown_type", "invalid_location", "rate_limited"}
+ERROR_CODES = {
+    "malformed_message",
+    "unknown_type",
+    "invalid_location",
+    "rate_limited",
+    "invalid_place",
+    "invalid_status",
+    "forbidden",
+}
+# What a fuzzed message may legitimately cause (a valid place or status reaches everyone).
+ANSWERS = {
+    "locations",
+    "viewport",
+    "presence",
+    "participant_stale",
+    "pong",
+    "update_interval",
+    "locate_now",
+    "place_added",
+    "place_removed",
+    "arrived",
+    "departed",
+    "status",
+}
 MAX = 16384
 
 
@@ -63,6 +86,10 @@ VALID = [
     {"type": "location_update", "data": {"lat": 12.5, "lng": -7.25, "accuracy": 3}},
     {"type": "viewport_size", "data": {"width": 400, "height": 800, "padding": 20}},
     {"type": "ping", "data": {}},
+    {"type": "visibility", "data": {"visible": False}},
+    {"type": "place_add", "data": {"name": "Camp", "kind": "meet", "lat": 12.5, "lng": -7.25}},
+    {"type": "place_remove", "data": {"place_id": "00000000-0000-0000-0000-000000000000"}},
+    {"type": "set_status", "data": {"status": "break", "text": "coffee"}},
 ]
 NUMBER_TOKENS = [
     "NaN",
@@ -205,13 +232,7 @@ class Harness:
                 assert answer["data"]["code"] in ERROR_CODES, answer
                 record.add(answer["data"]["code"])
             else:
-                assert answer["type"] in {
-                    "locations",
-                    "viewport",
-                    "presence",
-                    "participant_stale",
-                    "pong",
-                }, answer
+                assert answer["type"] in ANSWERS, answer
 
 
 async def run_fuzzer(server: Running, examples: int) -> Harness:
@@ -225,6 +246,7 @@ async def run_fuzzer(server: Running, examples: int) -> Harness:
     )
     for who in ("observer", "bystander", "fuzzer"):
         await harness.connect(who)
+    await harness.barrier("bystander")  # what follows its session_state (update_interval)
 
     @settings(
         max_examples=examples,

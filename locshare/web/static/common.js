@@ -1,17 +1,20 @@
 // Helpers shared by the landing page and the join page: REST calls, per-tab storage,
 // and the little text formatting both pages need. No DOM access beyond arguments.
 
-/** Calls the REST API. Resolves to {status, body}; status 0 means "no answer" (offline). */
-export async function api(method, path, { body, token } = {}) {
+/**
+ * Calls the REST API. Resolves to {status, body}; status 0 means "no answer" (offline).
+ * `body` is sent as JSON, unless `contentType` is given: then it goes as it is (a File).
+ */
+export async function api(method, path, { body, token, contentType } = {}) {
   const headers = {};
-  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (body !== undefined) headers["Content-Type"] = contentType || "application/json";
   if (token) headers.Authorization = `Bearer ${token}`;
   let response;
   try {
     response = await fetch(path, {
       method,
       headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
+      body: body === undefined ? undefined : contentType ? body : JSON.stringify(body),
       cache: "no-store",
     });
   } catch {
@@ -87,6 +90,19 @@ export function formatDuration(ms) {
   const rest = minutes % 60;
   if (hours && rest) return `${hours} h ${rest} min`;
   return hours ? `${hours} h` : `${rest} min`;
+}
+
+/** "420 m", "4.2 km", "42 km". */
+export function formatDistance(metres) {
+  if (metres < 1000) return `${Math.round(metres)} m`;
+  const km = metres / 1000;
+  return `${km < 10 ? km.toFixed(1) : Math.round(km)} km`;
+}
+
+/** "35 s", "4 min", "1 h 5 min". */
+export function formatSeconds(seconds) {
+  if (seconds < 60) return `${Math.round(seconds)} s`;
+  return formatDuration(seconds * 1000);
 }
 
 /** "just now", "3 min ago", "2 h ago". */

@@ -4,10 +4,16 @@
 // sessionStorage, so a reload reconnects as the same participant instead of joining
 // twice; a second tab is a second person. Everything user-provided reaches the DOM
 // through textContent only.
+//
+// Places, the route and statuses live in places.js, route.js and status.js; they get a
+// small `live` object (below) instead of this module's state.
 
 import { api, confirmDialog, errorMessage, formatAgo, initials, tabStore, tickTimeLeft } from "./common.js";
 import { LiveConnection } from "./connection.js";
 import { LocMap } from "./map.js";
+import { Places } from "./places.js";
+import { RouteView } from "./route.js";
+import { StatusView, statusLabel } from "./status.js";
 
 // The server's palette (locshare/net/_validation.py): distinct, white initials readable.
 const PALETTE = ["#E6194B", "#3CB44B", "#4363D8", "#F58231", "#911EB4", "#469990", "#9A6324", "#800000", "#000075", "#2E86C1"];
@@ -17,7 +23,32 @@ const RESIZE_SETTLE_MS = 200;
 const CONTROLS_GAP_PX = 8; // between the lowest marker's label and the control bar
 const AGO_REFRESH_MS = 30000;
 const WIDE_SCREEN = "(min-width: 800px)";
-const GEO_OPTIONS = { enableHighAccuracy: true, maximumAge: 5000, timeout: 30000 };
+const SHOW_ZOOM = 15; // "Show" zooms in at least this far
+const TOAST_MS = 8000;
+// How to ask the Geolocation API per update_interval reason (docs/design.md, "Pacing").
+// The web has no distance filter and no power modes: only GPS or not
+// (enableHighAccuracy) and how old a cached fix may be (maximumAge). The interval
+// itself is the server's `seconds`.
+const PACING = {
+  watched: { enableHighAccuracy: true, maximumAge: 1000 },
+  stationary: { enableHighAccuracy: false, maximumAge: 5000 },
+  at_place: { enableHighAccuracy: false, maximumAge: 10000 },
+  nobody_watching: { enableHighAccuracy: false, maximumAge: 15000 },
+};
+const GEO_TIMEOUT_MS = 30000;
+// locate_now: one fresh high-accuracy fix, never a cached one.
+const LOCATE_NOW_OPTIONS = { enableHighAccuracy: true, maximumAge: 0, timeout: GEO_TIMEOUT_MS };
+// Errors about something the person did: shown, with what the server said.
+const ERROR_PREFIX = {
+  invalid_place: "Place refused: ",
+  invalid_status: "Status refused: ",
+  forbidden: "Not allowed: ",
+  unavailable: "Not saved: ",
+};
+// Place and status changes have their own budget (docs/protocol.md, place_add); a
+// rate_limited error this soon after one is about it (else about the message rate).
+const CHANGES = new Set(["place_add", "place_remove", "set_status"]);
+const CHANGE_ERROR_WINDOW_MS = 3000;
 
 const $ = (id) => document.getElementById(id);
 const app = $("app");
@@ -27,6 +58,7 @@ const state = {
   me: null, // the join response: user_id, websocket_token, display_name, avatar_color
   people: new Map(), // user_id -> participant as in session_state, plus lastKnown {lat, lng}
   limits: { update_interval_s: 2 },
+  pace: { seconds: 2, reason: null }, // the latest update_interval (reason null: none yet)
   hint: null, // the latest viewport hint, followed while `following`
   following: true,
   fix: null, // own latest position
@@ -37,9 +69,14 @@ const state = {
 };
 let map = null;
 let conn = null;
+let places = null;
+let route = null;
+let statuses = null;
 let sendTimer = 0;
 let lastSentAt = 0;
 let resizeTimer = 0;
+let toastTimer = 0;
+let lastChangeAt = 0;
 
 // --- views ------------------------------------------------------------------------------
 function show(view) {
@@ -77,7 +114,7 @@ function showState(kind, reason) {
 function shutdown(kind) {
   conn?.stop();
   stopWatching();
-  clearInterval(sendTimer);
+  clearTimeout(sendTimer);
   if (kind !== "replaced") {
     tabStore.remove("participant", sessionId);
     tabStore.remove("sharing", sessionId);
@@ -161,12 +198,51 @@ async function endedReason() {
 }
 
 // --- live --------------------------------------------------------------------------------
+/** What places.js, route.js and status.js may use of this page. */
+const live = {
+  sessionId,
+  get map() {
+    return map;
+  },
+  send(type, data) {
+    if (CHANGES.has(type)) lastChangeAt = Date.now();
+    return conn?.send(type, data);
+  },
+  me: () => state.me,
+  people: () => state.people,
+  person: (id) => state.people.get(id),
+  nameOf: (id) => state.people.get(id)?.display_name || "someone who left",
+  creatorToken: () => tabStore.get("creator", sessionId),
+  isCreator: () => Boolean(tabStore.get("creator", sessionId)),
+  myPosition: () => (state.sharing === "on" && state.fix ? { lat: state.fix.lat, lng: state.fix.lng } : null),
+  notify,
+  showAt(lat, lng) {
+    setFollowing(false);
+    map.setView(lat, lng, Math.max(map.zoom, SHOW_ZOOM), { animate: true });
+  },
+  showPoints(points) {
+    setFollowing(false);
+    map.fitPoints(points, { padding: HINT_PADDING_PX });
+  },
+};
+
+/** A short message over the map (what the server refused, and why). */
+function notify(text) {
+  const toast = $("toast");
+  toast.textContent = text;
+  toast.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => {
+    toast.hidden = true;
+  }, TOAST_MS);
+}
+
 function startLive(me) {
   state.me = me;
   app.dataset.userId = me.user_id;
   show("live");
   $("people").open = window.matchMedia(WIDE_SCREEN).matches;
-  $("end-session").hidden = !tabStore.get("creator", sessionId);
+  $("end-session").hidden = !live.isCreator();
   map = new LocMap($("map"), {
     tileUrl: app.dataset.tileUrl,
     attribution: app.dataset.tileAttribution,
@@ -176,11 +252,25 @@ function startLive(me) {
       clearTimeout(resizeTimer);
       resizeTimer = setTimeout(sendViewport, RESIZE_SETTLE_MS);
     },
+    onTap: (at) => places.tap(at),
+    onContext: (at) => places.openForm(at),
   });
+  places = new Places(live);
+  // Drawing an area from the keyboard: Enter on the map adds its centre as a corner.
+  map.el.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && places.tap(map.centerPoint())) e.preventDefault();
+  });
+  route = new RouteView(live);
+  statuses = new StatusView(live);
+  route.render();
   measureSafeArea();
   setFollowing(true);
+  document.addEventListener("visibilitychange", sendVisibility);
   conn = new LiveConnection(me.websocket_token, {
-    onOpen: sendViewport,
+    onOpen: () => {
+      sendViewport();
+      sendVisibility(); // a new connection counts as visible until told otherwise
+    },
     onFrame: handleFrame,
     onStatus: showConnection,
     onStop: (reason) => {
@@ -225,15 +315,19 @@ function handleFrame(type, data) {
       for (const p of data.participants) {
         // Keep a stale person's last position (display only): the server forgot it.
         const lastKnown = p.location || (p.stale ? previous.get(p.user_id)?.lastKnown : null) || null;
-        state.people.set(p.user_id, { ...p, lastKnown });
+        state.people.set(p.user_id, { ...p, status: p.status || null, lastKnown });
       }
       for (const id of previous.keys()) if (!state.people.has(id)) removePerson(id);
       state.hint = data.viewport;
       if (state.following) follow(false);
-      clearInterval(sendTimer);
-      sendTimer = setInterval(sendFix, state.limits.update_interval_s * 1000);
-      sendFix();
+      sendFix(true); // a new connection: the latest position at once
+      // The base interval until the first update_interval; after a reconnect, the last
+      // one holds until the server sends the next (right after this frame).
+      const { seconds, reason } = state.pace;
+      setPace(reason === null ? state.limits.update_interval_s : seconds, reason);
       for (const p of state.people.values()) renderPerson(p);
+      places.reset(data.places || [], data.arrivals || []);
+      route.reset(data.route || null, data.convoy || null);
       break;
     }
     case "locations":
@@ -251,6 +345,8 @@ function handleFrame(type, data) {
     case "participant_left":
       people.delete(data.user_id);
       removePerson(data.user_id);
+      places.handle(type, data);
+      route.handle(type, data);
       break;
     case "presence":
       if (people.has(data.user_id)) {
@@ -272,10 +368,45 @@ function handleFrame(type, data) {
       state.endedReason = data.reason;
       showState("ended", data.reason);
       break;
-    default: // pong, error (a refused update is simply not shown), newer message types
+    case "update_interval":
+      setPace(data.seconds, data.reason);
+      break;
+    case "locate_now":
+      locateNow();
+      break;
+    case "status":
+      if (data.user_id === state.me.user_id) $("toast").hidden = true;
+      if (people.has(data.user_id)) {
+        people.get(data.user_id).status = data.status ? { status: data.status, text: data.text, at: data.at } : null;
+        renderPerson(people.get(data.user_id));
+      }
+      break;
+    case "place_added":
+      if (data.author === state.me.user_id) $("toast").hidden = true; // an older refusal is moot
+      places.handle(type, data);
+      break;
+    case "place_removed":
+    case "arrived":
+    case "departed":
+      places.handle(type, data);
+      break;
+    case "route_set":
+    case "route_cleared":
+    case "convoy":
+      route.handle(type, data);
+      break;
+    case "error":
+      // Refusals of what the person did are shown; a refused location update is not.
+      if (ERROR_PREFIX[data.code]) notify(ERROR_PREFIX[data.code] + (data.message || data.code));
+      else if (data.code === "rate_limited" && Date.now() - lastChangeAt < CHANGE_ERROR_WINDOW_MS) {
+        notify("Too many changes at once: wait a moment and try again.");
+      }
+      return;
+    default: // pong, newer message types
       return;
   }
   renderNote();
+  statuses.render();
 }
 
 // --- following the server's viewport hints -------------------------------------------------
@@ -329,7 +460,7 @@ function renderPerson(p) {
       color: p.avatar_color,
       initials: initials(p.display_name),
       name: isMe ? `${p.display_name} (you)` : p.display_name,
-      note: p.stale ? `last seen ${formatAgo(new Date(p.last_seen))}` : "",
+      note: p.stale ? `last seen ${formatAgo(new Date(p.last_seen))}` : statusLabel(p.status),
       stale: p.stale,
       self: isMe,
     });
@@ -340,7 +471,7 @@ function renderPerson(p) {
   if (!row) {
     row = document.createElement("li");
     row.dataset.userId = p.user_id;
-    const who = element("span", "who", element("span", "name"), element("span", "status"));
+    const who = element("span", "who", element("span", "name"), element("span", "chip"), element("span", "status"));
     const button = element("button", "small show");
     button.type = "button";
     row.append(element("span", "avatar"), who, button);
@@ -360,6 +491,10 @@ function renderPerson(p) {
   avatar.textContent = initials(p.display_name);
   avatar.style.backgroundColor = p.avatar_color;
   row.querySelector(".name").textContent = isMe ? `${p.display_name} (you)` : p.display_name;
+  const chip = row.querySelector(".chip");
+  chip.textContent = statusLabel(p.status);
+  chip.hidden = !p.status;
+  chip.dataset.status = p.status?.status || "";
   row.querySelector(".status").textContent = isMe && state.sharing !== "on" && !p.location ? "you are not sharing" : statusText(p);
   const showButton = row.querySelector(".show");
   showButton.textContent = "Show";
@@ -407,6 +542,8 @@ function setSharing(mode) {
   $("share-start").hidden = !["off", "denied"].includes(mode);
   $("share-stop").hidden = !["on", "starting"].includes(mode);
   $("center-me").disabled = mode !== "on";
+  places?.setHere(mode === "on" && Boolean(state.fix));
+  showPace();
   if (state.me && state.people.has(state.me.user_id)) renderPerson(state.people.get(state.me.user_id));
 }
 
@@ -415,7 +552,60 @@ function startSharing() {
   if (!("geolocation" in navigator)) return setSharing("unsupported");
   setSharing("starting");
   stopWatching();
-  state.watchId = navigator.geolocation.watchPosition(onFix, onFixError, GEO_OPTIONS);
+  state.watchId = navigator.geolocation.watchPosition(onFix, onFixError, geoOptions());
+}
+
+function geoOptions(reason = state.pace.reason) {
+  return { ...(PACING[reason] || PACING.watched), timeout: GEO_TIMEOUT_MS };
+}
+
+/**
+ * Follows update_interval: send every `seconds` (at once if the last one is older than
+ * that: a speed-up takes effect now), and ask the Geolocation API for what the reason
+ * needs (a new watch only if that changed). `reason` null: session_state's base interval.
+ */
+function setPace(seconds, reason) {
+  const before = geoOptions();
+  state.pace = { seconds, reason: reason in PACING ? reason : null };
+  app.dataset.interval = String(seconds);
+  app.dataset.pace = state.pace.reason || "";
+  scheduleSend(); // at once if the last send is older than the new interval
+  const after = geoOptions();
+  if (state.watchId !== null && (before.enableHighAccuracy !== after.enableHighAccuracy || before.maximumAge !== after.maximumAge)) {
+    navigator.geolocation.clearWatch(state.watchId);
+    state.watchId = navigator.geolocation.watchPosition(onFix, onFixError, after);
+  }
+  showPace();
+}
+
+const PACE_TEXT = {
+  stationary: "you are standing still",
+  at_place: "you are at a meeting point",
+  nobody_watching: "nobody is looking",
+};
+
+function showPace() {
+  if (state.sharing !== "on") return;
+  const { seconds, reason } = state.pace;
+  const why = PACE_TEXT[reason];
+  $("share-text").textContent = why ? `Sharing every ${seconds} s: ${why}` : `${SHARE_TEXT.on} every ${seconds} s`;
+}
+
+/** locate_now: someone started looking; one fresh fix, sent at once. */
+function locateNow() {
+  if (state.sharing !== "on" || !("geolocation" in navigator)) return;
+  navigator.geolocation.getCurrentPosition(
+    (position) => {
+      takeFix(position);
+      sendFix(true);
+    },
+    () => {}, // no fresh fix: the watch goes on as before
+    LOCATE_NOW_OPTIONS,
+  );
+}
+
+function sendVisibility() {
+  conn?.send("visibility", { visible: document.visibilityState === "visible" });
 }
 
 function stopWatching() {
@@ -432,7 +622,7 @@ function stopSharing(mode = "off") {
 
 const inRange = (v, lo, hi) => (Number.isFinite(v) && v >= lo && v <= hi ? v : null);
 
-function onFix(position) {
+function takeFix(position) {
   const c = position.coords;
   state.fix = {
     lat: c.latitude,
@@ -442,9 +632,13 @@ function onFix(position) {
     speed: inRange(c.speed, 0, 1e4),
     time: position.timestamp,
   };
+}
+
+function onFix(position) {
+  takeFix(position);
   if (state.sharing !== "on") setSharing("on");
   // Send at once unless one went out within the interval; the timer sends the rest.
-  if (Date.now() - lastSentAt >= state.limits.update_interval_s * 1000) sendFix();
+  sendFix();
 }
 
 function onFixError(error) {
@@ -452,14 +646,32 @@ function onFixError(error) {
   // TIMEOUT / POSITION_UNAVAILABLE: the watch keeps trying; the text already says "waiting".
 }
 
-/** The latest fix only: nothing is queued while offline (docs/protocol.md). */
-function sendFix() {
+/**
+ * The latest fix only: nothing is queued while offline (docs/protocol.md). Never sooner
+ * than the interval after the last one, unless `now` (a new connection, locate_now).
+ * Returns whether it sent; each send schedules the next one an interval later.
+ */
+function sendFix(now = false) {
   const fix = state.fix;
-  if (!fix || state.sharing !== "on" || Date.now() - fix.time > MAX_FIX_AGE_MS) return;
+  if (!fix || state.sharing !== "on" || Date.now() - fix.time > MAX_FIX_AGE_MS) return false;
+  if (!now && Date.now() - lastSentAt < state.pace.seconds * 1000) return false;
   const { lat, lng, accuracy, heading, speed } = fix;
-  if (conn?.send("location_update", { lat, lng, accuracy, heading, speed, timestamp: new Date(fix.time).toISOString() })) {
-    lastSentAt = Date.now();
-  }
+  if (!conn?.send("location_update", { lat, lng, accuracy, heading, speed, timestamp: new Date(fix.time).toISOString() })) return false;
+  lastSentAt = Date.now();
+  scheduleSend();
+  return true;
+}
+
+/**
+ * One timer: the next send is due an interval after the last one (so a new interval
+ * applies at once); with nothing to send then, it tries again an interval later (and a
+ * new fix is sent as soon as it is due).
+ */
+function scheduleSend(delay = Math.max(0, lastSentAt + state.pace.seconds * 1000 - Date.now())) {
+  clearTimeout(sendTimer);
+  sendTimer = setTimeout(() => {
+    if (!sendFix(true)) scheduleSend(state.pace.seconds * 1000);
+  }, delay);
 }
 
 // --- buttons ------------------------------------------------------------------------------

@@ -8,6 +8,11 @@
 //
 // The current camera is mirrored on the map element as data-center-lat, data-center-lng
 // and data-zoom (and data-width/data-height), which the browser tests read.
+//
+// Besides people, it draws shapes (circles in metres, polygons, lines: places and the
+// route) in one SVG layer, and "anchors": DOM elements the caller builds (place icons)
+// kept at a point. Lines and polygons are unwrapped (each vertex within 180 degrees of
+// the one before), so one that crosses the antimeridian is drawn in one piece.
 
 const TILE_PX = 256;
 const MAX_LAT = 85.0511287798;
@@ -31,6 +36,13 @@ const PINCH_WHEEL_PX_PER_ZOOM = 50;
 const LABEL_OFFSET_PX = 22;
 const LABEL_EDGE_PX = 4;
 const LABEL_ANCHOR_PX = 12;
+// A press that moves less than this is a tap (or a long press), not a drag.
+const TAP_SLOP_PX = 8;
+// A touch held this long without moving opens the context action (right-click's twin).
+const LONG_PRESS_MS = 550;
+// Chrome on Android also fires contextmenu on a long press: ignore it this soon after a touch.
+const TOUCH_CONTEXTMENU_MS = 1500;
+const SVG_NS = "http://www.w3.org/2000/svg";
 
 const clamp = (v, lo, hi) => Math.min(hi, Math.max(lo, v));
 const wrap = (x) => x - Math.floor(x);
@@ -51,12 +63,34 @@ export function unproject(x, y) {
   };
 }
 
+/** World points of a line with x continuous: no jump of a whole world at the antimeridian. */
+function unwrapped(points) {
+  const out = [];
+  for (const { lat, lng } of points) {
+    const p = project(lat, lng);
+    if (out.length) p.x -= Math.round(p.x - out[out.length - 1].x);
+    out.push(p);
+  }
+  return out;
+}
+
 export class LocMap {
-  constructor(el, { tileUrl = "", attribution = "", onUserMove = () => {}, onResize = () => {} } = {}) {
+  /**
+   * onUserMove(): the person panned or zoomed; onResize(width, height);
+   * onTap({lat, lng}): a click or tap that did not drag; onContext({lat, lng}): a
+   * right-click, or a touch held still for LONG_PRESS_MS.
+   */
+  constructor(el, { tileUrl = "", attribution = "", onUserMove = () => {}, onResize = () => {}, onTap = () => {}, onContext = () => {} } = {}) {
     this.el = el;
     this.tileUrl = tileUrl;
     this.onUserMove = onUserMove;
     this.onResize = onResize;
+    this.onTap = onTap;
+    this.onContext = onContext;
+    this.dblclickZoom = true; // off while taps place the corners of an area
+    this.shapes = new Map(); // id -> {node, type, rings (of world points), lat, radiusM}
+    this.anchors = new Map(); // id -> {el, p}
+    this.press = null; // the pointer that may become a tap or a long press
     this.center = project(20, 0);
     this.zoom = 2;
     this.placed = false; // false until the first real view: that one is not animated
@@ -76,6 +110,11 @@ export class LocMap {
       return div;
     };
     this.tileLayer = layer("map-tiles");
+    this.shapeLayer = document.createElementNS(SVG_NS, "svg");
+    this.shapeLayer.setAttribute("class", "map-shapes");
+    this.shapeLayer.setAttribute("aria-hidden", "true");
+    el.append(this.shapeLayer);
+    this.anchorLayer = layer("map-anchors");
     this.circleLayer = layer("map-circles");
     this.markerLayer = layer("map-markers");
     if (tileUrl && attribution) layer("map-attribution").textContent = attribution;
@@ -202,12 +241,32 @@ export class LocMap {
       if (e.pointerType === "mouse" && e.button !== 0) return;
       el.setPointerCapture(e.pointerId);
       this.pointers.set(e.pointerId, local(e));
+      this._endPress();
+      if (this.pointers.size > 1) return; // a pinch is neither a tap nor a long press
+      const press = { id: e.pointerId, at: local(e), timer: 0 };
+      if (e.pointerType !== "mouse") {
+        this.lastTouchAt = Date.now();
+        press.timer = setTimeout(() => {
+          this._endPress();
+          this.pointers.delete(press.id); // the finger lifting later must not pan
+          this.onContext(this.pointAt(press.at.x, press.at.y));
+        }, LONG_PRESS_MS);
+      }
+      this.press = press;
+    });
+    el.addEventListener("contextmenu", (e) => {
+      e.preventDefault(); // the browser's own menu has nothing for a map
+      if (Date.now() - (this.lastTouchAt || 0) < TOUCH_CONTEXTMENU_MS) return; // the long press did it
+      const at = local(e);
+      this.onContext(this.pointAt(at.x, at.y));
     });
     el.addEventListener("pointermove", (e) => {
       const last = this.pointers.get(e.pointerId);
       if (!last) return;
       const now = local(e);
       if (now.x === last.x && now.y === last.y) return;
+      const press = this.press;
+      if (press && Math.hypot(now.x - press.at.x, now.y - press.at.y) > TAP_SLOP_PX) this._endPress();
       if (this.pointers.size === 1) {
         this._user(() => this._panBy(now.x - last.x, now.y - last.y));
       } else if (this.pointers.size === 2) {
@@ -224,9 +283,17 @@ export class LocMap {
       }
       this.pointers.set(e.pointerId, now);
     });
-    const release = (e) => this.pointers.delete(e.pointerId);
-    el.addEventListener("pointerup", release);
-    el.addEventListener("pointercancel", release);
+    el.addEventListener("pointerup", (e) => {
+      this.pointers.delete(e.pointerId);
+      const press = this.press;
+      if (press?.id !== e.pointerId) return;
+      this._endPress();
+      this.onTap(this.pointAt(press.at.x, press.at.y));
+    });
+    el.addEventListener("pointercancel", (e) => {
+      this.pointers.delete(e.pointerId);
+      this._endPress();
+    });
     el.addEventListener(
       "wheel",
       (e) => {
@@ -240,6 +307,7 @@ export class LocMap {
       { passive: false },
     );
     el.addEventListener("dblclick", (e) => {
+      if (!this.dblclickZoom) return;
       const at = local(e);
       this._user(() => this._zoomAround(this.zoom + 1, at.x, at.y));
     });
@@ -260,6 +328,22 @@ export class LocMap {
     });
   }
 
+  _endPress() {
+    if (this.press) clearTimeout(this.press.timer);
+    this.press = null;
+  }
+
+  /** The place under map pixel (x, y). */
+  pointAt(x, y) {
+    const world = this.worldPx;
+    return unproject(this.center.x + (x - this.width / 2) / world, clamp(this.center.y + (y - this.height / 2) / world, 0, 1));
+  }
+
+  /** The place in the middle of the map above the control bar (where views are centred). */
+  centerPoint() {
+    return this.pointAt(this.width / 2, (this.height - this.safeBottom) / 2);
+  }
+
   // --- drawing ------------------------------------------------------------------------
   render() {
     const world = this.worldPx;
@@ -271,6 +355,8 @@ export class LocMap {
     this.el.style.backgroundSize = `${period}px ${period}px`;
     this.el.style.backgroundPosition = `${ox}px ${oy}px`;
     this._renderTiles();
+    for (const shape of this.shapes.values()) this._placeShape(shape);
+    for (const anchor of this.anchors.values()) this._placeAnchor(anchor);
     for (const marker of this.markers.values()) this._placeMarker(marker);
     const c = unproject(this.center.x, this.center.y);
     Object.assign(this.el.dataset, {
@@ -363,6 +449,89 @@ export class LocMap {
     s.transform = `translate(${l}px, ${t}px)`;
     s.width = `${Math.round((tile.x + 1) * size - originX) - l}px`;
     s.height = `${Math.round((tile.y + 1) * size - originY) - t}px`;
+  }
+
+  // --- shapes and anchors ---------------------------------------------------------------
+  /**
+   * Adds or replaces a shape: {type: "circle", lat, lng, radiusM} (radius in metres),
+   * {type: "line", points} (an SVG polyline) or {type: "polygon", rings} (an SVG path:
+   * the outline, then any holes), points being [{lat, lng}]. `className` styles it
+   * (app.css); the SVG element gets data-shape-id.
+   */
+  setShape(id, { type, lat, lng, radiusM, points, rings, className = "" }) {
+    const tag = { circle: "circle", polygon: "path", line: "polyline" }[type];
+    let shape = this.shapes.get(id);
+    if (!shape || shape.node.tagName !== tag) {
+      shape?.node.remove();
+      const node = document.createElementNS(SVG_NS, tag);
+      node.dataset.shapeId = id;
+      this.shapeLayer.append(node);
+      shape = { node };
+      this.shapes.set(id, shape);
+    }
+    shape.node.setAttribute("class", `shape ${className}`.trim());
+    if (type === "circle") Object.assign(shape, { type, rings: [[project(lat, lng)]], lat, radiusM });
+    else if (type === "line") Object.assign(shape, { type, rings: [unwrapped(points)] });
+    else {
+      // Holes on the same copy of the world as the outline.
+      const [outline, ...holes] = rings.map(unwrapped);
+      for (const hole of holes) {
+        const dx = Math.round(hole[0].x - outline[0].x);
+        for (const p of hole) p.x -= dx;
+      }
+      Object.assign(shape, { type, rings: [outline, ...holes] });
+    }
+    this._placeShape(shape);
+  }
+
+  removeShape(id) {
+    this.shapes.get(id)?.node.remove();
+    this.shapes.delete(id);
+  }
+
+  /** Keeps the caller's element `el` at (lat, lng) (translated to that point). */
+  setAnchor(id, el, lat, lng) {
+    let anchor = this.anchors.get(id);
+    if (!anchor || anchor.el !== el) {
+      anchor?.el.remove();
+      anchor = { el };
+      this.anchors.set(id, anchor);
+      this.anchorLayer.append(el);
+    }
+    anchor.p = project(lat, lng);
+    this._placeAnchor(anchor);
+  }
+
+  removeAnchor(id) {
+    this.anchors.get(id)?.el.remove();
+    this.anchors.delete(id);
+  }
+
+  _placeAnchor(anchor) {
+    const { left, top } = this.toScreen(anchor.p);
+    anchor.el.style.transform = `translate(${left}px, ${top}px)`;
+  }
+
+  _placeShape(shape) {
+    const world = this.worldPx;
+    if (shape.type === "circle") {
+      const { left, top } = this.toScreen(shape.rings[0][0]);
+      const metresPerPx = (EARTH_CIRCUMFERENCE_M * Math.cos((shape.lat * Math.PI) / 180)) / world;
+      shape.node.setAttribute("cx", left.toFixed(1));
+      shape.node.setAttribute("cy", top.toFixed(1));
+      shape.node.setAttribute("r", (shape.radiusM / metresPerPx).toFixed(1));
+      return;
+    }
+    // The copy of the world nearest the centre, for the whole shape (not per vertex).
+    const xs = shape.rings[0].map((p) => p.x);
+    const shift = Math.round(this.center.x - (Math.min(...xs) + Math.max(...xs)) / 2);
+    const screen = (p) =>
+      `${(this.width / 2 + (p.x + shift - this.center.x) * world).toFixed(1)},${(this.height / 2 + (p.y - this.center.y) * world).toFixed(1)}`;
+    if (shape.type === "line") {
+      shape.node.setAttribute("points", shape.rings[0].map(screen).join(" "));
+    } else {
+      shape.node.setAttribute("d", shape.rings.map((ring) => `M${ring.map(screen).join("L")}Z`).join(" "));
+    }
   }
 
   // --- markers ------------------------------------------------------------------------

@@ -1,9 +1,10 @@
-// The REST API (GET /openapi.json on the server): sessions, joining, leaving.
+// The REST API (GET /openapi.json on the server): sessions, joining, leaving,
+// places and the route.
 import 'dart:convert';
 
 import 'package:http/http.dart' as http;
 
-import 'protocol.dart' show Json;
+import 'protocol.dart' show Json, Place, PlaceAdd, SessionRoute;
 
 /// An error answer `{"error": {"code", "message", "field"?}}`, or a network failure
 /// ([status] 0, [code] `network`).
@@ -129,19 +130,75 @@ class RestClient {
   Future<void> endSession(String sessionId, String creatorToken) =>
       _send('DELETE', ['api', 'sessions', sessionId], _noBody, token: creatorToken);
 
+  // --- places: a participant's token (websocket_token) or the creator token ---------
+  /// Adds a place (the REST twin of `place_add`): 201 with the place.
+  Future<Place> addPlace(String sessionId, String token, PlaceAdd place) =>
+      _send('POST', ['api', 'sessions', sessionId, 'places'], Place.fromJson, body: place.data, token: token);
+
+  Future<List<Place>> listPlaces(String sessionId, String token) => _send(
+        'GET',
+        ['api', 'sessions', sessionId, 'places'],
+        (json) => [for (final place in json['places']! as List<Object?>) Place.fromJson(place! as Json)],
+        token: token,
+      );
+
+  /// Only the place's author or the creator may: 403 for others, 404 if unknown.
+  Future<void> removePlace(String sessionId, String placeId, String token) =>
+      _send('DELETE', ['api', 'sessions', sessionId, 'places', placeId], _noBody, token: token);
+
+  // --- the route: the creator token only --------------------------------------------
+  /// The largest GPX file the server takes.
+  static const maxGpxBytes = 5 * 1024 * 1024;
+
+  /// Sets the route from a GeoJSON `LineString`, or a `Feature` holding one.
+  /// [offRouteM]: 10 to 10,000 (the server's default is 200).
+  Future<SessionRoute> setRouteGeoJson(String sessionId, String creatorToken, Json geoJson, {int? offRouteM}) =>
+      _send(
+        'PUT',
+        ['api', 'sessions', sessionId, 'route'],
+        SessionRoute.fromJson,
+        raw: (contentType: 'application/geo+json', bytes: utf8.encode(jsonEncode(geoJson))),
+        query: {if (offRouteM != null) 'off_route_m': '$offRouteM'},
+        token: creatorToken,
+      );
+
+  /// Sets the route from a GPX file (its track points, or else its route points).
+  Future<SessionRoute> setRouteGpx(String sessionId, String creatorToken, List<int> gpx, {int? offRouteM}) async {
+    if (gpx.length > maxGpxBytes) {
+      // The server would refuse it too (413); no need to upload 5 MB to learn that.
+      throw const ApiException(413, 'payload_too_large', 'The GPX file is larger than 5 MB.');
+    }
+    return _send(
+      'PUT',
+      ['api', 'sessions', sessionId, 'route'],
+      SessionRoute.fromJson,
+      raw: (contentType: 'application/gpx+xml', bytes: gpx),
+      query: {if (offRouteM != null) 'off_route_m': '$offRouteM'},
+      token: creatorToken,
+    );
+  }
+
+  Future<void> clearRoute(String sessionId, String creatorToken) =>
+      _send('DELETE', ['api', 'sessions', sessionId, 'route'], _noBody, token: creatorToken);
+
   void close() => _http.close();
 
   static void _noBody(Json _) {}
 
+  /// [body] is sent as JSON; [raw] as it is, with its own content type.
   Future<T> _send<T>(String method, List<String> path, T Function(Json json) parse,
-      {Json? body, String? token}) async {
+      {Json? body, ({String contentType, List<int> bytes})? raw, Map<String, String>? query, String? token}) async {
     // pathSegments encodes each segment, and keeps a base path (reverse proxy).
-    final url = baseUrl.replace(pathSegments: [...baseUrl.pathSegments.where((s) => s.isNotEmpty), ...path]);
+    var url = baseUrl.replace(pathSegments: [...baseUrl.pathSegments.where((s) => s.isNotEmpty), ...path]);
+    if (query != null && query.isNotEmpty) url = url.replace(queryParameters: query);
     final request = http.Request(method, url)..headers['Accept'] = 'application/json';
     if (token != null) request.headers['Authorization'] = 'Bearer $token';
     if (body != null) {
       request.headers['Content-Type'] = 'application/json';
       request.body = jsonEncode(body);
+    } else if (raw != null) {
+      request.headers['Content-Type'] = raw.contentType;
+      request.bodyBytes = raw.bytes;
     }
     final http.Response response;
     try {

@@ -1,15 +1,18 @@
 // Riverpod wiring: the REST client, the session this device is in, and the
-// controller that owns its WebSocket and location stream.
+// controller that owns its WebSocket, its location pacing and its alerts.
 import 'dart:async';
 
+import 'package:flutter/widgets.dart' show AppLifecycleState;
 import 'package:flutter_riverpod/flutter_riverpod.dart';
-import 'package:geolocator/geolocator.dart';
+import 'package:geolocator/geolocator.dart' show Position;
 
 import '../api/protocol.dart';
 import '../api/rest_client.dart';
 import '../api/ws_client.dart';
 import '../config.dart';
+import 'alerts.dart';
 import 'location.dart';
+import 'pacing.dart';
 import 'session_reducer.dart';
 
 final restClientProvider = Provider<RestClient>((ref) {
@@ -41,10 +44,11 @@ class ActiveSessionNotifier extends Notifier<ActiveSession?> {
 final activeSessionProvider =
     NotifierProvider<ActiveSessionNotifier, ActiveSession?>(ActiveSessionNotifier.new);
 
-/// Overridable in tests; the real one is geolocator's position stream.
-final positionStreamProvider = Provider<Stream<Position> Function(Duration interval)>(
-  (ref) => (interval) => Geolocator.getPositionStream(locationSettings: locationSettings(interval)),
-);
+/// Overridable in tests; the real one is geolocator.
+final locationSourceProvider = Provider<LocationSource>((ref) => const GeolocatorSource());
+
+/// Overridable in tests; the real one is flutter_local_notifications.
+final localNotificationsProvider = Provider<LocalNotifications>((ref) => PluginNotifications());
 
 final sessionControllerProvider =
     NotifierProvider<SessionController, SessionView>(SessionController.new);
@@ -53,11 +57,14 @@ class SessionController extends Notifier<SessionView> {
   ActiveSession? _active;
   SessionSocket? _socket;
   StreamSubscription<SocketEvent>? _events;
-  StreamSubscription<Position>? _positions;
-  Position? _latestFix; // the latest fix only: never a queue of old ones
+  LocationPacer? _pacer;
   ViewportSize? _viewportSize;
-  Timer? _sendTimer;
   Timer? _viewportTimer;
+  SessionAlerts? _alerts;
+  // Outlives sessions: the app's lifecycle and whether the map is on top are
+  // known before a session starts and after it ends.
+  final _visibility = VisibilityTracker();
+  Object? _mapScreen; // the map screen on top, if any
 
   @override
   SessionView build() {
@@ -65,6 +72,7 @@ class SessionController extends Notifier<SessionView> {
     ref.onDispose(_teardown);
     _active = active;
     if (active == null) return const SessionView();
+    _alerts = SessionAlerts(ref.read(localNotificationsProvider));
     final socket = SessionSocket(active.joined.socketUri(ref.read(configProvider).apiBase));
     _socket = socket;
     _events = socket.events.listen(_onEvent);
@@ -73,24 +81,30 @@ class SessionController extends Notifier<SessionView> {
   }
 
   /// This device's latest fix, for "Center on me" before the server echoed it.
-  Position? get lastFix => _latestFix;
+  Position? get lastFix => _pacer?.latest;
 
   /// Starts sending this device's location, if the user allowed it.
   Future<void> startSharing() async {
     final active = _active;
-    if (active == null || _positions != null || state.stopped != null) return;
+    if (active == null || _pacer != null || state.stopped != null) return;
     if (await checkLocationAccess() != LocationAccess.granted) return;
-    if (!identical(active, _active) || _positions != null) return;
-    _positions = ref.read(positionStreamProvider)(state.limits.updateInterval).listen(
-      (fix) => _latestFix = fix,
-      // Location turned off or permission revoked: stop rather than repeat an old fix.
-      onError: (Object _) => _latestFix = null,
-      onDone: () {
-        _positions = null;
-        _latestFix = null;
+    if (!identical(active, _active) || _pacer != null) return;
+    late final LocationPacer pacer;
+    pacer = LocationPacer(
+      source: ref.read(locationSourceProvider),
+      send: _sendFix,
+      profile: LocationProfile.forReason(state.pace?.reason, state.sendInterval),
+      foreground: _visibility.foreground,
+      onStopped: () {
+        // Location turned off or permission revoked.
+        if (!identical(pacer, _pacer)) return;
+        pacer.close();
+        _pacer = null;
         if (identical(active, _active)) state = state.copyWith(sharing: false);
       },
     );
+    _pacer = pacer;
+    pacer.start();
     state = state.copyWith(sharing: true);
   }
 
@@ -106,6 +120,30 @@ class SessionController extends Notifier<SessionView> {
 
   /// The app came back to the foreground: do not wait out the backoff.
   void onResumed() => _socket?.reconnectNow();
+
+  /// The app's lifecycle (from the app shell): decides `visibility`, and whether
+  /// the platform location request may be replaced (foreground only).
+  void setAppLifecycle(AppLifecycleState lifecycle) {
+    _sendVisibility(_visibility.onLifecycle(lifecycle));
+    _pacer?.setForeground(_visibility.foreground);
+  }
+
+  /// Whether [screen] (a map screen) is the top page, not covered by another one.
+  /// Only the screen that last said it was on top can take that back: an old map
+  /// screen disposed after a new one appeared must not hide the new one.
+  void setMapOnTop(Object screen, bool onTop) {
+    if (onTop) {
+      _mapScreen = screen;
+    } else if (identical(_mapScreen, screen)) {
+      _mapScreen = null;
+    } else {
+      return;
+    }
+    _sendVisibility(_visibility.onMapOnTop(onTop));
+  }
+
+  /// Sends [message] now; false while offline (nothing is queued).
+  bool send(ClientMessage message) => _socket?.send(message) ?? false;
 
   /// Leaves for good: `leave` over the socket, or REST DELETE when offline.
   Future<void> leave() async {
@@ -141,6 +179,8 @@ class SessionController extends Notifier<SessionView> {
       case SocketOpened():
         state = state.copyWith(connection: ConnectionPhase.online);
         _sendViewportSize();
+        // A connection that never says counts as visible: say it every time.
+        _socket?.send(VisibilityChange(_visibility.visible));
       case SocketMessage e:
         _onMessage(e.message);
       case SocketRetrying e:
@@ -152,12 +192,20 @@ class SessionController extends Notifier<SessionView> {
   }
 
   void _onMessage(ServerMessage message) {
-    state = applyMessage(state, message);
+    final before = state;
+    state = applyMessage(before, message);
+    _alerts?.onMessage(before, message);
     switch (message) {
-      case SessionState m:
-        _sendTimer?.cancel();
-        _sendTimer = Timer.periodic(m.limits.updateInterval, (_) => _sendLocation());
-        _sendLocation(); // the latest position once connected, nothing older
+      case SessionState():
+        final pacer = _pacer;
+        if (pacer != null) {
+          pacer.setPace(state.sendInterval, state.pace?.reason);
+          pacer.sendNow(); // the latest position once connected, nothing older
+        }
+      case UpdateInterval m:
+        _pacer?.setPace(m.interval, m.reason);
+      case LocateNow():
+        unawaited(_pacer?.locateNow());
       case SessionEnded():
         _stop(StopReason.ended);
       default:
@@ -189,22 +237,13 @@ class SessionController extends Notifier<SessionView> {
     }
   }
 
-  void _sendLocation() {
-    final fix = _latestFix;
-    final socket = _socket;
-    if (fix == null || socket == null) return;
-    // geolocator reports a value the platform did not provide as 0.0 rather than
-    // null (heading and speed then with a 0.0 accuracy): send those as unknown,
-    // not as "perfectly accurate", "due north" or "standing still".
-    final update = LocationUpdate.fromFix(
-      fix.latitude,
-      fix.longitude,
-      accuracy: fix.accuracy > 0 ? fix.accuracy : null,
-      heading: fix.heading != 0 || fix.headingAccuracy > 0 ? fix.heading : null,
-      speed: fix.speed != 0 || fix.speedAccuracy > 0 ? fix.speed : null,
-      timestamp: fix.timestamp,
-    );
-    if (update != null) socket.send(update); // dropped while offline
+  bool _sendFix(Position fix) {
+    final update = locationUpdateFromFix(fix);
+    return update != null && send(update); // dropped while offline
+  }
+
+  void _sendVisibility(bool? visible) {
+    if (visible != null) _socket?.send(VisibilityChange(visible));
   }
 
   void _sendViewportSize() {
@@ -219,11 +258,10 @@ class SessionController extends Notifier<SessionView> {
   }
 
   void _closeResources() {
-    _sendTimer?.cancel();
     _viewportTimer?.cancel();
-    unawaited(_positions?.cancel());
-    _positions = null;
-    _latestFix = null;
+    _pacer?.close();
+    _pacer = null;
+    _alerts = null;
     unawaited(_events?.cancel());
     _events = null;
     unawaited(_socket?.close());

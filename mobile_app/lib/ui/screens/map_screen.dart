@@ -14,13 +14,21 @@ import '../../state/location.dart';
 import '../../state/providers.dart';
 import '../../state/session_reducer.dart';
 import '../format.dart';
+import '../navigation.dart';
 import '../widgets/avatar_marker.dart';
+import '../widgets/convoy_panel.dart';
+import '../widgets/need_help_banner.dart';
 import '../widgets/offline_banner.dart';
+import '../widgets/place_form.dart';
+import '../widgets/place_visuals.dart';
+import '../widgets/places_list.dart';
+import '../widgets/status_sheet.dart';
 import 'join_screen.dart';
 import 'share_screen.dart';
 
-/// The live map: everyone's avatar, accuracy circle and presence. The camera
-/// follows the server's viewport hints until the user moves the map.
+/// The live map: everyone's avatar, accuracy circle, presence and status; the
+/// session's places, the route and the convoy. The camera follows the server's
+/// viewport hints until the user moves the map.
 class MapScreen extends ConsumerStatefulWidget {
   const MapScreen({super.key});
 
@@ -30,7 +38,7 @@ class MapScreen extends ConsumerStatefulWidget {
   ConsumerState<MapScreen> createState() => _MapScreenState();
 }
 
-class _MapScreenState extends ConsumerState<MapScreen> with SingleTickerProviderStateMixin {
+class _MapScreenState extends ConsumerState<MapScreen> with SingleTickerProviderStateMixin, RouteAware {
   final _map = MapController();
   // Made once: a TileLayer built in build() brings a new tile provider (and HTTP
   // client) on every rebuild, and only the last one is ever disposed.
@@ -43,27 +51,60 @@ class _MapScreenState extends ConsumerState<MapScreen> with SingleTickerProvider
   DateTime _now = DateTime.now();
   bool _mapReady = false;
   Size? _reportedSize;
+  bool _subscribed = false;
 
-  SessionController get _controller => ref.read(sessionControllerProvider.notifier);
+  // The notifier outlives rebuilds of its state; kept for dispose(), where ref is gone.
+  late final SessionController _controller;
 
   @override
   void initState() {
     super.initState();
+    _controller = ref.read(sessionControllerProvider.notifier);
     _camera = AnimationController(vsync: this, duration: const Duration(milliseconds: 800));
     _lifecycle = AppLifecycleListener(onResume: () => _controller.onResumed());
     // "last seen 4 min ago" labels age while nothing else changes.
     _clock = Timer.periodic(const Duration(seconds: 15), (_) => setState(() => _now = DateTime.now()));
-    WidgetsBinding.instance.addPostFrameCallback((_) => _controller.startSharing());
+    WidgetsBinding.instance.addPostFrameCallback((_) async {
+      await _controller.startSharing();
+      // After the location prompt: Android 13+ and iOS ask before showing alerts
+      // (and Android's location notification needs it too).
+      if (mounted) await ref.read(localNotificationsProvider).requestPermission();
+    });
+  }
+
+  @override
+  void didChangeDependencies() {
+    super.didChangeDependencies();
+    final route = ModalRoute.of(context);
+    if (!_subscribed && route is PageRoute<dynamic>) {
+      _subscribed = true;
+      pageRouteObserver.subscribe(this, route); // calls didPush()
+    }
   }
 
   @override
   void dispose() {
+    pageRouteObserver.unsubscribe(this);
+    _controller.setMapOnTop(this, false); // removed without a pop (replaced)
     _lifecycle.dispose();
     _clock.cancel();
     _camera.dispose();
     _map.dispose();
     super.dispose();
   }
+
+  // --- visibility: the map is on screen while this page is on top ---------------------
+  @override
+  void didPush() => _controller.setMapOnTop(this, true);
+
+  @override
+  void didPopNext() => _controller.setMapOnTop(this, true);
+
+  @override
+  void didPushNext() => _controller.setMapOnTop(this, false);
+
+  @override
+  void didPop() => _controller.setMapOnTop(this, false);
 
   // --- camera -------------------------------------------------------------------------
   void _onMapReady() {
@@ -124,12 +165,19 @@ class _MapScreenState extends ConsumerState<MapScreen> with SingleTickerProvider
     _moveTo(point, _mapReady ? math.max(_map.camera.zoom, 15) : 15);
   }
 
-  void _centerOnMe(SessionView view) {
+  /// This device's position: as the server last confirmed it, else the latest fix.
+  GeoPoint? _myPosition(SessionView view) {
     final mine = view.me?.location;
     final fix = _controller.lastFix;
-    if (mine != null) return _focus(LatLng(mine.lat, mine.lng));
-    if (fix != null) return _focus(LatLng(fix.latitude, fix.longitude));
-    _snack('Your position is not known yet.');
+    if (mine != null) return GeoPoint(mine.lat, mine.lng);
+    if (fix != null) return GeoPoint(fix.latitude, fix.longitude);
+    return null;
+  }
+
+  void _centerOnMe(SessionView view) {
+    final me = _myPosition(view);
+    if (me == null) return _snack('Your position is not known yet.');
+    _focus(LatLng(me.lat, me.lng));
   }
 
   // --- actions ------------------------------------------------------------------------
@@ -165,6 +213,63 @@ class _MapScreenState extends ConsumerState<MapScreen> with SingleTickerProvider
     }
   }
 
+  /// Sends [message]; says so if it could not go (offline: nothing is queued).
+  void _send(ClientMessage message, String whatFailed) {
+    if (!_controller.send(message)) _snack('You are offline: $whatFailed');
+  }
+
+  Future<void> _addPlaceAt(GeoPoint point, String where) async {
+    final draft = await showPlaceForm(context, where: where);
+    if (draft != null && mounted) _send(draft.at(point), 'the place was not added.');
+  }
+
+  void _addPlaceAtMe(SessionView view) {
+    final me = _myPosition(view);
+    if (me == null) return _snack('Your position is not known yet.');
+    _addPlaceAt(me, 'At your position');
+  }
+
+  void _removePlace(Place place) => _confirmThen(
+        'Remove "${place.name}"?',
+        'It disappears from everyone\'s map.',
+        'Remove',
+        () async => _send(PlaceRemove(place.placeId), 'the place was not removed.'),
+      );
+
+  void _openPlaces() => showModalBottomSheet<void>(
+        context: context,
+        showDragHandle: true,
+        isScrollControlled: true,
+        builder: (sheet) => Consumer(builder: (context, ref, _) {
+          final view = ref.watch(sessionControllerProvider);
+          return SafeArea(
+            child: ConstrainedBox(
+              constraints: BoxConstraints(maxHeight: MediaQuery.sizeOf(context).height * 0.7),
+              child: PlacesList(
+                view: view,
+                onShow: (place) {
+                  Navigator.pop(sheet);
+                  final at = place.anchor;
+                  _focus(LatLng(at.lat, at.lng));
+                },
+                onRemove: _removePlace,
+                onAddAtMyPosition: _myPosition(view) == null
+                    ? null
+                    : () {
+                        Navigator.pop(sheet);
+                        _addPlaceAtMe(view);
+                      },
+              ),
+            ),
+          );
+        }),
+      );
+
+  Future<void> _setStatus(SessionView view) async {
+    final choice = await showStatusSheet(context, current: view.me?.status);
+    if (choice != null && mounted) _send(SetStatus(choice.status, text: choice.text), 'your status was not sent.');
+  }
+
   void _leave() => _confirmThen(
         'Leave this session?',
         'You stop sharing your location and disappear from the map. You need the link to come back.',
@@ -190,6 +295,10 @@ class _MapScreenState extends ConsumerState<MapScreen> with SingleTickerProvider
       sessionControllerProvider.select((s) => s.viewport),
       (_, ViewportHint? hint) => _followHint(_follower.onHint(hint)),
     );
+    // A place or a status the server refused: say why.
+    ref.listen(sessionControllerProvider.select((s) => s.notice), (_, Notice? notice) {
+      if (notice != null) _snack(notice.message);
+    });
     final active = ref.watch(activeSessionProvider);
     final view = ref.watch(sessionControllerProvider);
     if (active == null) {
@@ -216,6 +325,14 @@ class _MapScreenState extends ConsumerState<MapScreen> with SingleTickerProvider
       body: Column(
         children: [
           OfflineBanner(phase: stopped == null ? view.connection : ConnectionPhase.online),
+          NeedHelpBanner(
+            people: [
+              for (final p in view.needingHelp)
+                if (p.userId != view.you?.userId) p,
+            ],
+            now: _now,
+            onShowOnMap: (p) => _focus(LatLng(p.location!.lat, p.location!.lng)),
+          ),
           Expanded(
             child: Stack(
               children: [
@@ -227,6 +344,15 @@ class _MapScreenState extends ConsumerState<MapScreen> with SingleTickerProvider
                   }
                   return _buildMap(view);
                 }),
+                Positioned(
+                  left: 8,
+                  right: 8,
+                  top: 8,
+                  child: Align(
+                    alignment: Alignment.topLeft,
+                    child: ConvoyPanel(view: view, onFocus: (p) => _focus(LatLng(p.location!.lat, p.location!.lng))),
+                  ),
+                ),
                 Positioned(right: 12, bottom: 40, child: _buttons(view)),
                 if (stopped != null && stopped != StopReason.left) _stoppedPanel(stopped, view, active),
               ],
@@ -247,6 +373,11 @@ class _MapScreenState extends ConsumerState<MapScreen> with SingleTickerProvider
         if (p.location != null && p.userId != myId) p,
       if (me != null && me.location != null) me,
     ];
+    final places = view.places.values.toList();
+    final route = view.route;
+    // flutter_map draws consecutive points of a line or ring the short way round,
+    // so a route across the antimeridian stays one line; LatLng wants -180..180.
+    LatLng latLng(GeoPoint p) => LatLng(p.lat, normalizeLongitude(p.lng));
     return FlutterMap(
       mapController: _map,
       options: MapOptions(
@@ -258,9 +389,55 @@ class _MapScreenState extends ConsumerState<MapScreen> with SingleTickerProvider
         interactionOptions: const InteractionOptions(flags: InteractiveFlag.all & ~InteractiveFlag.rotate),
         onMapReady: _onMapReady,
         onMapEvent: _onMapEvent,
+        onLongPress: (_, point) {
+          final at = GeoPoint(point.latitude, normalizeLongitude(point.longitude));
+          _addPlaceAt(at, positionLabel(at.lat, at.lng));
+        },
       ),
       children: [
         _tiles,
+        PolygonLayer(polygons: [
+          for (final place in places)
+            if (place.ring != null)
+              Polygon(
+                points: [for (final corner in place.ring!) latLng(corner)],
+                color: placeColor(place.kind).withAlpha(45),
+                borderColor: placeColor(place.kind),
+                borderStrokeWidth: 2,
+              ),
+        ]),
+        CircleLayer(circles: [
+          for (final place in places)
+            if (place.center != null)
+              CircleMarker(
+                point: latLng(place.center!),
+                radius: place.radiusM!,
+                useRadiusInMeter: true,
+                color: placeColor(place.kind).withAlpha(45),
+                borderColor: placeColor(place.kind),
+                borderStrokeWidth: 2,
+              ),
+        ]),
+        if (route != null)
+          PolylineLayer(polylines: [
+            Polyline(
+              points: [for (final point in route.line) latLng(point)],
+              strokeWidth: 5,
+              color: Theme.of(context).colorScheme.primary.withAlpha(200),
+            ),
+          ]),
+        MarkerLayer(markers: [
+          for (final place in places)
+            Marker(
+              point: latLng(place.anchor),
+              width: PlaceMarker.size + 12,
+              height: PlaceMarker.size + 12,
+              child: Tooltip(
+                message: '${placeKindLabel(place.kind)}: ${place.name}',
+                child: PlaceMarker(place: place, present: view.presentAt(place.placeId).length),
+              ),
+            ),
+        ]),
         CircleLayer(circles: [
           for (final p in located)
             if ((p.location!.accuracy ?? 0) > 0)
@@ -309,6 +486,21 @@ class _MapScreenState extends ConsumerState<MapScreen> with SingleTickerProvider
             const SizedBox(height: 12),
           ],
           FloatingActionButton.small(
+            heroTag: 'status',
+            tooltip: 'My status',
+            backgroundColor: view.me?.needsHelp ?? false ? Theme.of(context).colorScheme.errorContainer : null,
+            onPressed: view.ready ? () => _setStatus(view) : null,
+            child: Icon(statusIcon(view.me?.status?.status ?? StatusKind.onMyWay)),
+          ),
+          const SizedBox(height: 12),
+          FloatingActionButton.small(
+            heroTag: 'places',
+            tooltip: 'Places',
+            onPressed: view.ready ? _openPlaces : null,
+            child: const Icon(Icons.place),
+          ),
+          const SizedBox(height: 12),
+          FloatingActionButton.small(
             heroTag: 'fit',
             tooltip: 'Fit all',
             // Highlighted while the camera is not following the hints.
@@ -317,11 +509,15 @@ class _MapScreenState extends ConsumerState<MapScreen> with SingleTickerProvider
             child: const Icon(Icons.zoom_out_map),
           ),
           const SizedBox(height: 12),
-          FloatingActionButton.small(
-            heroTag: 'me',
-            tooltip: 'Center on me',
-            onPressed: () => _centerOnMe(view),
-            child: const Icon(Icons.my_location),
+          // A long press adds a place at this device's position.
+          GestureDetector(
+            onLongPress: () => _addPlaceAtMe(view),
+            child: FloatingActionButton.small(
+              heroTag: 'me',
+              tooltip: 'Center on me (hold to add a place here)',
+              onPressed: () => _centerOnMe(view),
+              child: const Icon(Icons.my_location),
+            ),
           ),
         ],
       );
@@ -335,9 +531,23 @@ class _MapScreenState extends ConsumerState<MapScreen> with SingleTickerProvider
           : b.userId == myId
               ? 1
               : a.displayName.toLowerCase().compareTo(b.displayName.toLowerCase()));
-    String status(Participant p) => p.stale
+    String presence(Participant p) => p.stale
         ? 'last seen ${lastSeenLabel(p.lastSeen, _now)}'
         : '${p.online ? 'online' : 'offline'}${p.location == null ? ', no location' : ''}';
+    String label(Participant p) {
+      final status = p.status;
+      final at = [
+        for (final arrival in view.arrivals)
+          if (arrival.userId == p.userId && view.places[arrival.placeId] != null) view.places[arrival.placeId]!.name,
+      ];
+      return [
+        p.userId == myId ? 'You' : p.displayName,
+        if (status != null) statusLine(status),
+        if (at.isNotEmpty) 'at ${at.join(', ')}',
+        presence(p),
+      ].join(' · ');
+    }
+
     return SafeArea(
       top: false,
       child: SizedBox(
@@ -352,9 +562,12 @@ class _MapScreenState extends ConsumerState<MapScreen> with SingleTickerProvider
                 child: ActionChip(
                   avatar: CircleAvatar(
                     backgroundColor: p.online && !p.stale ? colorFromHex(p.avatarColor) : Colors.grey,
-                    child: Text(initialsOf(p.displayName), style: const TextStyle(color: Colors.white, fontSize: 10)),
+                    child: p.status == null
+                        ? Text(initialsOf(p.displayName), style: const TextStyle(color: Colors.white, fontSize: 10))
+                        : Icon(statusIcon(p.status!.status), color: Colors.white, size: 14),
                   ),
-                  label: Text('${p.userId == myId ? 'You' : p.displayName} · ${status(p)}'),
+                  backgroundColor: p.needsHelp ? Theme.of(context).colorScheme.errorContainer : null,
+                  label: Text(label(p)),
                   onPressed: switch (p.location) {
                     final Location l => () => _focus(LatLng(l.lat, l.lng)),
                     null => null,
