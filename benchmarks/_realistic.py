@@ -20,7 +20,8 @@ named constant below, documented in benchmarks/README.md):
   stop ``MEET_STOP_FROM_CENTRE_M`` from its centre (inside: the server sees them arrive
   and asks for ``at_place``), at a time within ``MEET_ARRIVAL_WINDOW`` of the run.
 * **The map.** ``SHARE_HIDDEN`` of the people have the map hidden: their client sends
-  ``visibility {"visible": false}`` right after connecting and keeps it.
+  ``visibility {"visible": false}`` right after connecting and keeps it (the adaptive
+  leg's clients; the fixed leg's know no ``visibility``).
 * **Joining and leaving.** ``SHARE_JOINING`` of the people join during the run (REST
   join, connect, then share; not a group's first member), at a time within
   ``JOIN_WINDOW``; ``SHARE_LEAVING`` leave for good (``leave``) within ``LEAVE_WINDOW``.
@@ -34,8 +35,10 @@ Two legs, one workload (same seed, same people), each against a fresh server:
   than ``LOCATE_NOW_FRESH_S`` (it is the fresh one).  Before ``t0`` a client only
   records the interval (nothing is sent during set-up).
 * ``fixed`` (``--compare-fixed``): the clients before issue 15: one fix every 2 s,
-  ``update_interval`` and ``locate_now`` ignored (counted).  They send ``visibility``
-  like the adaptive ones, so the server sees the same screens.
+  ``update_interval`` and ``locate_now`` ignored (counted), and no ``visibility``
+  (those clients had none: every map counts as on screen, so the server sends every
+  position to everyone, as it did).  In the adaptive leg a hidden map is sent no
+  positions, so its people are not counted as receivers in the delivery ratio.
 
 What users feel, per leg:
 
@@ -514,7 +517,9 @@ def run_leg(sc: Any, system: Any, opts: Any, progress: Any, *, obey: bool) -> di
                     user_id,
                     url,
                     decode=timing(member.mover),
-                    steady=member.leave_at_s is None,
+                    # A hidden map is sent no positions (docs/protocol.md, visibility):
+                    # in the adaptive leg it is no receiver the ratio can count on.
+                    steady=member.leave_at_s is None and not (obey and member.mover.hidden),
                 )
             )
             movers[index] = member.mover

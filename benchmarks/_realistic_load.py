@@ -124,7 +124,7 @@ class RealisticWorker(_load.Worker):
     def _greet(self, c: RealConn) -> None:
         """Right after connecting: the map hidden, and the meeting point (its group's
         first member, once)."""
-        if c.mover.hidden:
+        if c.mover.hidden and self.spec.obey:  # the fixed leg's clients know no visibility
             self._write(c, self._frame(VISIBILITY_HIDDEN))
         centre = self.spec.places.get(c.p.index)
         if centre is not None and c.p.index not in self.places_sent:

@@ -87,3 +87,21 @@ def test_close_keeps_queued_frames_when_there_is_room() -> None:
 def test_too_small() -> None:
     with pytest.raises(ValueError, match="at least 2"):
         Outbox(1)
+
+
+def test_a_requested_catch_up_goes_with_the_next_batch_unless_closing_or_resyncing() -> None:
+    box: Outbox[F] = Outbox(4)
+    box.catch_up()
+    assert box
+    batch = box.take()
+    assert batch.catch_up and batch.frames == []
+    assert not box.take().catch_up  # once
+    box.close(1000)
+    box.catch_up()
+    assert not box.take().catch_up  # nothing more after a close
+    full: Outbox[F] = Outbox(2)
+    for i in range(3):
+        full.put(F("presence", i))  # control frames overflow: a resync
+    full.catch_up()
+    batch = full.take()
+    assert batch.resync and not batch.catch_up  # the session_state supersedes it

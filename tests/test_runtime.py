@@ -753,6 +753,56 @@ async def test_locate_now_is_rate_limited_per_session(
         await h.assert_nothing_left()
 
 
+async def test_a_hidden_map_gets_no_positions_then_the_present_when_shown(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """While Bo's map is hidden he is sent no ``locations`` and no ``viewport`` (nobody
+    looks at them: no write per flush, no data for the phone) but every other event;
+    shown again, he gets one catch-up with the fresh positions at once."""
+    async with running_hub() as h:
+        record, (ann, bo) = await h.session(["Ann", "Bo"])
+        a = await h.connect(record, ann)
+        b = await h.connect(record, bo)
+        await b.send("visibility", {"visible": False})
+        await trio.sleep(0.5)
+        for i in range(3):
+            await a.location(48.0 + i * 0.001, 11.0)
+            await trio.sleep(2.0)
+            assert (await a.next_of("locations"))["updates"][0]["lat"] == 48.0 + i * 0.001
+        await a.send("set_status", {"status": "break"})
+        assert (await a.next_of("status"))["status"] == "break"
+        await b.send("ping", {"id": "barrier"})
+        seen = []
+        while (frame := await b.next())["type"] != "pong":
+            seen.append(frame["type"])
+        assert "status" in seen
+        assert "locations" not in seen and "viewport" not in seen, seen
+        # A call for help: the hidden map gets the present first, for the alert.
+        await a.send("set_status", {"status": "need_help", "text": "flat tyre"})
+        present = await b.next()  # first the positions (and a hint), then the alert
+        assert present["type"] == "locations"
+        assert [u["lat"] for u in present["data"]["updates"]] == [48.002]
+        assert (await b.next())["type"] == "viewport"
+        assert (await b.next())["type"] == "status"
+        await a.location(48.003, 11.0)  # and then nothing more while hidden
+        await trio.sleep(2.0)
+        await b.send("ping", {"id": "barrier 2"})
+        seen = []
+        while (frame := await b.next())["type"] != "pong":
+            seen.append(frame["type"])
+        assert "locations" not in seen, seen
+        shown = trio.current_time()
+        await b.send("visibility", {"visible": True})
+        caught_up = await b.next_of("locations")
+        assert trio.current_time() - shown < 0.1
+        assert [(u["user_id"], u["lat"]) for u in caught_up["updates"]] == [(str(ann.id), 48.003)]
+        # Visible again: positions flow as before.
+        await a.location(48.01, 11.0)
+        assert (await b.next_of("locations"))["updates"][0]["lat"] == 48.01
+        await end_all(h)
+        await h.assert_nothing_left()
+
+
 async def test_bad_visibility_messages(autojump_clock: trio.testing.MockClock) -> None:
     async with running_hub() as h:
         record, (ann,) = await h.session(["Ann"])

@@ -113,6 +113,12 @@ class Outbox(Generic[F]):
             self._frames.append(final)
         self._close = (code, reason)
 
+    def catch_up(self) -> None:
+        """Send the present at the next drain (a catch-up): for a client that was not
+        sent coalescable frames for a while (its map was hidden)."""
+        if self._close is None and not self._resync:
+            self._catch_up = True
+
     def abandon(self) -> None:
         """Drop everything (connection is gone)."""
         self._frames.clear()

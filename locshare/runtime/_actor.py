@@ -583,7 +583,7 @@ class SessionActor:
             return
         user_id = connection.member.id
         was_viewer = user_id in self._viewers()
-        connection.visible = visible
+        connection.set_visible(visible)
         self._viewers_cache = None
         if self.fanout.current(user_id) is connection:
             self._publish_presence(user_id, online=True, visible=visible)
@@ -776,6 +776,11 @@ class SessionActor:
         if event.user_id not in self.members:
             return
         message = self.group.set_status(event.user_id, event.status, event.text, event.at)
+        if event.status == "need_help":
+            # Hidden maps get no positions; the alert must show where everyone is now.
+            for connection in self.fanout:
+                if not connection.visible:
+                    connection.put_present(self.catch_up_frames(connection))
         self.fanout.deliver(proto.encode("status", message))
 
     def _hint_with_places(self) -> None:

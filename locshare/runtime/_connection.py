@@ -19,6 +19,13 @@ Concurrency rules:
       (coalesced, applied at the next flush), a ``leave`` goes through the host; a
       ``viewport_size`` changes only this connection's screen size; a ``ping`` is
       answered here.
+    * A connection whose client said its map is hidden (``visibility``) is not sent
+      ``locations`` and ``viewport`` frames (they describe the present, which nobody
+      looks at); everything else still goes.  When the map is shown again, the writer
+      sends one catch-up built from the session's current state, as after an overflow.
+      A hidden app or tab then costs neither the server a write per flush nor the
+      phone its data and radio time.  A call for help (``need_help``) sends hidden
+      maps the present just before it, so the alert can show where everyone is.
 
 Rule (budget): every message counts against the connection's budget of
 ``max_messages_per_s``, control frames too (a ping costs a pong write).  What exceeds it
@@ -45,7 +52,7 @@ from ..errors import MessageTooBig, ProtocolError
 from ..geo import Place
 from ..proto import _messages as proto
 from ..proto._frames import OP_PING, Control
-from ..proto._outbox import Outbox, OutboxStatistics
+from ..proto._outbox import COALESCABLE, Outbox, OutboxStatistics
 from ..proto._ratelimit import TokenBucket
 from ..storage._model import ParticipantRecord
 from ._events import Located
@@ -156,7 +163,7 @@ class Connection:
     flood: TokenBucket  # dropped messages allowed before a close with 1008
     changes: TokenBucket  # place and status changes (GROUP_CHANGES_PER_S)
     viewport: Viewport = (*proto.DEFAULT_VIEWPORT, False)
-    visible: bool = True  # what the client last said (the actor sets it)
+    visible: bool = True  # what the client last said (the actor sets it: set_visible)
     interval_sent: tuple[float, str] | None = None  # the last update_interval sent
     closed: trio.Event = field(default_factory=trio.Event)
     rate_error_at: float = -math.inf
@@ -165,6 +172,7 @@ class Connection:
     _finished: bool = False  # a close frame went out, the peer closed, or we gave up on it
     _idle: bool = False  # the writer is parked with nothing queued: direct writes allowed
     _partial: bytes = b""  # unsent tail of a direct write; the writer sends it first
+    _held: bool = False  # coalescable frames skipped while hidden: catch up when shown
 
     @classmethod
     def open(
@@ -185,6 +193,9 @@ class Connection:
     # --- queueing (sync, never blocks) --------------------------------------------------
     def put(self, frame: proto.OutFrame) -> None:
         """Queue a frame, or write it at once if the socket takes it (Rule: fast path)."""
+        if not self.visible and frame.kind in COALESCABLE:
+            self._held = True
+            return
         if self._idle and not self.outbox and self._write_now(frame.wire, frame.payload):
             return
         self.outbox.put(frame)
@@ -192,6 +203,13 @@ class Connection:
 
     def put_all(self, frames: list[proto.OutFrame]) -> None:
         """Like :meth:`put` for several frames, written with one system call if possible."""
+        if not self.visible:
+            kept = [f for f in frames if f.kind not in COALESCABLE]
+            if len(kept) < len(frames):
+                self._held = True
+                if not kept:
+                    return
+                frames = kept
         if self._idle and not self.outbox:
             data = b"".join([f.wire for f in frames])
             if self._write_now(data, None, len(frames), sum(len(f.payload) for f in frames)):
@@ -215,6 +233,24 @@ class Connection:
             self._partial = data[sent:]
             self._wake_writer()
         return True
+
+    def set_visible(self, visible: bool) -> None:
+        """The client showed or hid its map; shown again after frames were held back,
+        it gets the present (one catch-up, built by the writer from the session)."""
+        self.visible = visible
+        if visible and self._held:
+            self._held = False
+            self.outbox.catch_up()
+            self._wake_writer()
+
+    def put_present(self, frames: list[proto.OutFrame]) -> None:
+        """Frames of the session's present (positions, a hint) even to a hidden map:
+        before a call for help, so the alert shows where everyone is now."""
+        visible, self.visible = self.visible, True
+        try:
+            self.put_all(frames)
+        finally:
+            self.visible = visible
 
     def _wake_writer(self) -> None:
         self._idle = False  # no direct write until the writer has drained and parked again
