@@ -973,12 +973,13 @@ class SessionActor:
             entry for member_id in self.pending if (entry := self._location_entry(member_id, now))
         ]
         self.pending.clear()
-        if not updates or not self.fanout:
-            return None
+        watching = self.fanout.watching()
+        if not updates or not watching:
+            return None  # nobody here has the map on screen: nothing to encode
         frame = proto.encode("locations", {"updates": updates})
         frame.created_at = now
         self.stats.flushes += 1
-        self.stats.deliveries += len(self.fanout)
+        self.stats.deliveries += watching
         return frame
 
     def _location_entry(self, member_id: uuid.UUID, now: float) -> dict[str, Any] | None:

@@ -172,7 +172,6 @@ class Connection:
     _finished: bool = False  # a close frame went out, the peer closed, or we gave up on it
     _idle: bool = False  # the writer is parked with nothing queued: direct writes allowed
     _partial: bytes = b""  # unsent tail of a direct write; the writer sends it first
-    _held: bool = False  # coalescable frames skipped while hidden: catch up when shown
 
     @classmethod
     def open(
@@ -194,7 +193,6 @@ class Connection:
     def put(self, frame: proto.OutFrame) -> None:
         """Queue a frame, or write it at once if the socket takes it (Rule: fast path)."""
         if not self.visible and frame.kind in COALESCABLE:
-            self._held = True
             return
         if self._idle and not self.outbox and self._write_now(frame.wire, frame.payload):
             return
@@ -204,12 +202,9 @@ class Connection:
     def put_all(self, frames: list[proto.OutFrame]) -> None:
         """Like :meth:`put` for several frames, written with one system call if possible."""
         if not self.visible:
-            kept = [f for f in frames if f.kind not in COALESCABLE]
-            if len(kept) < len(frames):
-                self._held = True
-                if not kept:
-                    return
-                frames = kept
+            frames = [f for f in frames if f.kind not in COALESCABLE]
+            if not frames:
+                return
         if self._idle and not self.outbox:
             data = b"".join([f.wire for f in frames])
             if self._write_now(data, None, len(frames), sum(len(f.payload) for f in frames)):
@@ -235,11 +230,11 @@ class Connection:
         return True
 
     def set_visible(self, visible: bool) -> None:
-        """The client showed or hid its map; shown again after frames were held back,
-        it gets the present (one catch-up, built by the writer from the session)."""
+        """The client showed or hid its map; shown again, it gets the present (one
+        catch-up, built by the writer from the session)."""
+        shown = visible and not self.visible
         self.visible = visible
-        if visible and self._held:
-            self._held = False
+        if shown:
             self.outbox.catch_up()
             self._wake_writer()
 

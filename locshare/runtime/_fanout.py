@@ -39,6 +39,8 @@ class Fanout(Protocol):
 
     def is_online(self, user_id: uuid.UUID) -> bool: ...
 
+    def watching(self) -> int: ...
+
     def __len__(self) -> int: ...
 
     def __iter__(self) -> Iterator[Connection]: ...
@@ -77,16 +79,23 @@ class LocalFanout:
         self, build: Callable[[Viewport], proto.OutFrame], before: proto.OutFrame | None
     ) -> int:
         """One frame per distinct screen size (``before`` goes ahead of it, in the same
-        write); returns how many connections got one."""
+        write) to the connections whose map is on screen; returns how many got one."""
         groups: dict[Viewport, list[Connection]] = {}
         for connection in self._connections:
-            groups.setdefault(connection.viewport, []).append(connection)
+            if connection.visible:  # a hidden map is sent no positions and no hints
+                groups.setdefault(connection.viewport, []).append(connection)
+        sent = 0
         for size, members in groups.items():
             frame = build(size)
             frames = [frame] if before is None else [before, frame]
             for connection in members:
                 connection.put_all(frames)
-        return len(self._connections)
+            sent += len(members)
+        return sent
+
+    def watching(self) -> int:
+        """Connections here whose map is on screen (the ones sent positions)."""
+        return sum(1 for connection in self._connections if connection.visible)
 
     def close_member(self, user_id: uuid.UUID, code: int, reason: str) -> bool:
         connection = self._current.pop(user_id, None)
