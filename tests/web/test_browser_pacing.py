@@ -154,11 +154,22 @@ def test_hiding_the_page_slows_the_others_and_showing_it_asks_them_for_a_fix(
         # Every connection so far may have started the 5 s during which the server sends
         # no locate_now (Bob's, Ann's, Ann's second): wait that out.
         time.sleep(LOCATE_NOW_MIN_INTERVAL_S + 0.5)
+        # A hidden page is sent no positions...
+        before = len(received(ann.page, "locations"))
+        raw.send("location_update", {"lat": 47.5, "lng": 8.25})
+        time.sleep(1.0)
+        assert len(received(ann.page, "locations")) == before
 
         # Visible again: Bob gets locate_now and the base interval within a second.
         mark = raw.mark()
         shown_at = time.monotonic()
         set_hidden(ann.page, False)
+        # ... and one catch-up with the present once it is visible again.
+        wait_until(
+            ann.page,
+            """() => window.received.some((r) => r.frame.type === "locations"
+              && r.frame.data.updates.some((u) => u.lat === 47.5))""",
+        )
         locate = raw.wait_for("locate_now", after=mark)
         watched = raw.wait_for(
             "update_interval", lambda d: d == {"seconds": BASE_S, "reason": "watched"}, after=mark
