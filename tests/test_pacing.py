@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from locshare.proto._pacing import GAIN, FlushPacer, flush_phase, next_flush_at
+from locshare.proto._pacing import GAIN, NARROW_GAIN, FlushPacer, flush_phase, next_flush_at
 
 
 def test_below_target_the_window_stays_at_the_configured_interval() -> None:
@@ -85,7 +85,7 @@ def test_an_idle_core_narrows_the_window_to_its_floor_and_load_widens_it_again()
     load grows (issue 15)."""
     pacer = FlushPacer(0.1, 0.25, min_s=0.005)
     idle = [pacer.observe(cpu_s=0.2, wall_s=1.0) for _ in range(15)]
-    assert idle[0] == pytest.approx(0.1 * math.exp(-GAIN * 0.3))  # by the room
+    assert idle[0] == pytest.approx(0.1 * math.exp(-NARROW_GAIN * 0.3))  # by the room
     assert idle == sorted(idle, reverse=True) and idle[-1] == 0.005
     busy = [pacer.observe(cpu_s=0.95, wall_s=1.0) for _ in range(30)]
     assert busy == sorted(busy) and busy[-1] == 0.25

@@ -33,6 +33,11 @@ from dataclasses import dataclass, field
 # of 1 - GAIN * b / window, within (-1, 1) whenever GAIN < 2.  An additive step (the
 # first version, 0.1 s per unit) was unstable at windows of a few milliseconds.
 GAIN = 1.0
+# Narrowing happens below ``narrow_below`` (0.5), where b / window < 0.5: a gain under 4
+# is stable there, and 2 converges without overshoot (factor 1 - 2 b / window in (0, 1)).
+# Measured: with GAIN 1, `compare` (1,000 participants) took about 30 s to narrow from
+# 100 ms to 13 ms, and its p95 over 60 s was mostly that convergence.
+NARROW_GAIN = 2.0
 
 
 @dataclass
@@ -71,10 +76,12 @@ class FlushPacer:
             assert self.min_s is not None
             # A long stall (a suspended process) counts as at most five seconds.
             floor = self.min_s
+            gain = GAIN
             if share > self.target:
                 error = share - self.target
             elif share < self.narrow_below:
                 error = share - self.narrow_below
+                gain = NARROW_GAIN
             elif self.window_s > self.base_s:
                 # Wider than configured while the core is under its target: the width
                 # was for a load that has passed (a burst of connections, say).  Back
@@ -84,7 +91,7 @@ class FlushPacer:
                 floor = self.base_s
             else:
                 error = 0.0
-            factor = math.exp(GAIN * error * min(wall_s, 5.0))
+            factor = math.exp(gain * error * min(wall_s, 5.0))
             self.window_s = min(self.max_s, max(floor, self.window_s * factor))
         return self.window_s
 

@@ -41,12 +41,11 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
 import trio
 
 from .._clock import WallClock, rfc3339
 from ..errors import ApiError, StorageError
-from ..geo import BBox, GeoIndex, Place, PlaceIndex, Route, RouteIndex, fit_zooms
+from ..geo import BBox, GeoIndex, Place, PlaceIndex, Route, RouteIndex, fit
 from ..proto import _messages as proto
 from ..proto._pacing import flush_phase, next_flush_at
 from ..proto._rates import Stillness, choose_interval
@@ -1045,20 +1044,11 @@ class SessionActor:
 
     def _fit(self, box: BBox, size: Viewport, ids: list[str]) -> dict[str, Any]:
         width, height, padding, _places = size
-        lat, lng, zoom = fit_zooms(
-            np.array([box.west]),
-            np.array([box.south]),
-            np.array([box.east]),
-            np.array([box.north]),
-            width,
-            height,
-            padding,
-            self.settings.max_fit_zoom,
-        )
+        hint = fit(box, width, height, padding, self.settings.max_fit_zoom)
         return {
             "bbox": box.to_json(),
-            "center": {"lat": float(lat[0]), "lng": float(lng[0])},
-            "zoom": float(zoom[0]),
+            "center": {"lat": hint.center_lat, "lng": hint.center_lng},
+            "zoom": hint.zoom,
             "participants": ids,
         }
 

@@ -181,6 +181,33 @@ def test_fit_zooms_is_vectorized() -> None:
     )
 
 
+@settings(max_examples=500)
+@given(points, sizes)
+@example([(0.0, 0.0), (0.0, 2.225073858507e-313)], (64, 64, 0))
+@example([(89.9, 179.9), (-89.9, -179.9)], (390, 844, 48))
+def test_the_scalar_fit_agrees_with_the_vectorized_one(
+    pts: list[tuple[float, float]], size: tuple[int, int, int]
+) -> None:
+    """``fit`` (scalar, used per hint) and ``fit_zooms`` (numpy) give the same hint."""
+    width, height, padding = size
+    box = box_of(pts)
+    one = fit(box, width, height, padding, 17)
+    lat, lng, zoom = fit_zooms(
+        np.array([box.west]),
+        np.array([box.south]),
+        np.array([box.east]),
+        np.array([box.north]),
+        width,
+        height,
+        padding,
+        17,
+    )
+    assert one.center_lat == pytest.approx(float(lat[0]), abs=1e-9)
+    assert one.center_lng == pytest.approx(float(lng[0]), abs=1e-9)
+    # The zoom is floored to 0.01 steps: float rounding may land one step apart.
+    assert abs(one.zoom - float(zoom[0])) <= 0.0100001
+
+
 def test_lng_span() -> None:
     assert lng_span(170, -170) == pytest.approx(20)
     assert lng_span(-10, 10) == pytest.approx(20)
