@@ -779,7 +779,7 @@ class SessionActor:
             # Hidden maps get no positions; the alert must show where everyone is now.
             for connection in self.fanout:
                 if not connection.visible:
-                    connection.put_present(self.catch_up_frames(connection))
+                    connection.put_all(self.catch_up_frames(connection), even_hidden=True)
         self.fanout.deliver(proto.encode("status", message))
 
     def _hint_with_places(self) -> None:

@@ -199,9 +199,10 @@ class Connection:
         self.outbox.put(frame)
         self._wake_writer()
 
-    def put_all(self, frames: list[proto.OutFrame]) -> None:
-        """Like :meth:`put` for several frames, written with one system call if possible."""
-        if not self.visible:
+    def put_all(self, frames: list[proto.OutFrame], *, even_hidden: bool = False) -> None:
+        """Like :meth:`put` for several frames, written with one system call if possible
+        (``even_hidden``: positions to a hidden map too, the present before an alert)."""
+        if not (self.visible or even_hidden):
             frames = [f for f in frames if f.kind not in COALESCABLE]
             if not frames:
                 return
@@ -237,15 +238,6 @@ class Connection:
         if shown:
             self.outbox.catch_up()
             self._wake_writer()
-
-    def put_present(self, frames: list[proto.OutFrame]) -> None:
-        """Frames of the session's present (positions, a hint) even to a hidden map:
-        before a call for help, so the alert shows where everyone is now."""
-        visible, self.visible = self.visible, True
-        try:
-            self.put_all(frames)
-        finally:
-            self.visible = visible
 
     def _wake_writer(self) -> None:
         self._idle = False  # no direct write until the writer has drained and parked again
