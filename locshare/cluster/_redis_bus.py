@@ -59,8 +59,11 @@ BUS_TICK_S: Final = 0.05
 HEARTBEAT_S: Final = 1.0
 # Liveness tolerates a saturated event loop: a heartbeat that is seconds late under
 # load must not make a node look dead (its members flap offline) or make a node
-# reconnect (dropping what it queued).  Still within the 10 s of the contract.
-NODE_TIMEOUT_S: Final = 9.0
+# reconnect (dropping what it queued).  Still within the 10 s of the contract: the
+# check runs once per heartbeat period, so a death is noticed between NODE_TIMEOUT_S - 1
+# and NODE_TIMEOUT_S + 1 s after it (9 s, measured 9.1 s on a quiet machine, reached
+# 10 s under CI's load; 8 s leaves a second for delivery).
+NODE_TIMEOUT_S: Final = 8.0
 WATCHDOG_S: Final = 6.0
 HOST_TTL_S: Final = 60.0  # a hosts set lives this long unless its nodes refresh it
 HOST_REFRESH_S: Final = 20.0

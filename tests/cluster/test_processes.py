@@ -41,9 +41,7 @@ async def stop(*servers: Server) -> None:
     for server in servers:
         if server.proc.returncode is None:
             server.proc.terminate()
-        await server.proc.wait()
-        if server.proc.stderr is not None:
-            await server.proc.stderr.aclose()
+        await server.proc.wait()  # its log reader closes the pipe at the end
 
 
 class Sharer:
