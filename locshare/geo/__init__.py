@@ -28,7 +28,7 @@ from ._route import (
     parse_gpx,
     parse_route_geojson,
 )
-from ._viewport import BBox, Fit, bboxes, box_pixel_size, fit, fit_zooms, lng_span
+from ._viewport import BBox, Fit, bboxes, box_pixel_size, fit, lng_span
 
 __all__ = [
     "EARTH_RADIUS_M",
@@ -58,7 +58,6 @@ __all__ = [
     "bboxes",
     "box_pixel_size",
     "fit",
-    "fit_zooms",
     "haversine_m",
     "lng_span",
     "parse_gpx",

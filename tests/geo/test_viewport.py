@@ -10,7 +10,7 @@ import shapely
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from locshare.geo import BBox, bboxes, box_pixel_size, fit, fit_zooms, lng_span
+from locshare.geo import BBox, bboxes, box_pixel_size, fit, lng_span
 from locshare.geo._viewport import MERCATOR_MAX_LAT
 
 lats = st.floats(-90, 90, allow_nan=False)
@@ -166,46 +166,6 @@ def test_the_hinted_zoom_really_fits(
         more_w, more_h = box_pixel_size(clamped, result.zoom + 0.011)
         assume(result.zoom > 0 or more_w > 0)
         assert more_w > width - 2 * padding or more_h > height - 2 * padding or result.zoom == 0
-
-
-def test_fit_zooms_is_vectorized() -> None:
-    rng = np.random.default_rng(0)
-    west = rng.uniform(-180, 179, 1000)
-    east = np.mod(west + rng.uniform(0, 30, 1000) + 180, 360) - 180
-    south = rng.uniform(-80, 70, 1000)
-    north = south + rng.uniform(0, 10, 1000)
-    lat, lng, zoom = fit_zooms(west, south, east, north, 390, 844, 48, 17)
-    one = fit(BBox(west[5], south[5], east[5], north[5]), 390, 844, 48, 17)
-    np.testing.assert_allclose(
-        [lat[5], lng[5], zoom[5]], [one.center_lat, one.center_lng, one.zoom]
-    )
-
-
-@settings(max_examples=500)
-@given(points, sizes)
-@example([(0.0, 0.0), (0.0, 2.225073858507e-313)], (64, 64, 0))
-@example([(89.9, 179.9), (-89.9, -179.9)], (390, 844, 48))
-def test_the_scalar_fit_agrees_with_the_vectorized_one(
-    pts: list[tuple[float, float]], size: tuple[int, int, int]
-) -> None:
-    """``fit`` (scalar, used per hint) and ``fit_zooms`` (numpy) give the same hint."""
-    width, height, padding = size
-    box = box_of(pts)
-    one = fit(box, width, height, padding, 17)
-    lat, lng, zoom = fit_zooms(
-        np.array([box.west]),
-        np.array([box.south]),
-        np.array([box.east]),
-        np.array([box.north]),
-        width,
-        height,
-        padding,
-        17,
-    )
-    assert one.center_lat == pytest.approx(float(lat[0]), abs=1e-9)
-    assert one.center_lng == pytest.approx(float(lng[0]), abs=1e-9)
-    # The zoom is floored to 0.01 steps: float rounding may land one step apart.
-    assert abs(one.zoom - float(zoom[0])) <= 0.0100001
 
 
 def test_lng_span() -> None:
