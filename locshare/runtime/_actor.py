@@ -384,8 +384,11 @@ class SessionActor:
     # --- applying events ------------------------------------------------------------------
     def _apply(self, event: object) -> None:
         origin = getattr(event, "origin", None)
-        if origin is not None and origin != self.host.bus.node_id:
-            self.peers.add(origin)
+        if origin is not None and origin != self.host.bus.node_id and origin not in self.peers:
+            if isinstance(event, StateRequest):
+                self.peers.add(origin)  # the state reply carries the positions
+            else:
+                self._met_peer(origin)
         if isinstance(event, Attach):
             if self._state_until is not None:
                 self._deferred.append(event)
@@ -822,6 +825,25 @@ class SessionActor:
         if requester == bus.node_id:
             return
         self._flush()  # what waits in the inbox goes into the index (and to the others)
+        located = self._fresh_located()
+        online = []
+        for connection in self.fanout:
+            user_id = connection.member.id
+            if user_id in self.members and self.fanout.current(user_id) is connection:
+                online.append((user_id, bus.node_id, connection.visible))
+        online += [
+            (m, node, visible)
+            for m, nodes in self.remote_online.items()
+            for node, visible in nodes.items()
+        ]
+        statuses = tuple(StatusSet(*raw) for raw in self.group.raw_statuses())
+        bus.publish(
+            self.id,
+            StateReply(bus.node_id, requester, located, tuple(online), statuses),
+        )
+
+    def _fresh_located(self) -> tuple[Located, ...]:
+        """Every fresh position of the session, with the wall time it was received."""
         now = trio.current_time()
         wall = self.clock.now()
         located = []
@@ -842,21 +864,17 @@ class SessionActor:
                     received_wall=wall - (now - location.received_at),
                 )
             )
-        online = []
-        for connection in self.fanout:
-            user_id = connection.member.id
-            if user_id in self.members and self.fanout.current(user_id) is connection:
-                online.append((user_id, bus.node_id, connection.visible))
-        online += [
-            (m, node, visible)
-            for m, nodes in self.remote_online.items()
-            for node, visible in nodes.items()
-        ]
-        statuses = tuple(StatusSet(*raw) for raw in self.group.raw_statuses())
-        bus.publish(
-            self.id,
-            StateReply(bus.node_id, requester, tuple(located), tuple(online), statuses),
-        )
+        return tuple(located)
+
+    def _met_peer(self, node: str) -> None:
+        """Another node turned out to host this session: positions flushed before this
+        node knew (they were not published, see ``_flush``) go to it now.  Its actor
+        keeps only what is newer than what it has (``_current``)."""
+        self.peers.add(node)
+        located = self._fresh_located()
+        if located:
+            bus = self.host.bus
+            bus.publish(self.id, LocatedBatch(bus.node_id, located))
 
     def _current(self, updates: tuple[Located, ...]) -> list[Located]:
         """Positions from another node that say something new: of a member, newer than
