@@ -284,7 +284,7 @@ def cluster_summary(sc: Scenario, legs: list[dict[str, Any]], *, quick: bool) ->
 def flush_window_label(settings: dict[str, str]) -> str:
     """``adaptive`` (the default pacer) or ``fixed at 100 ms``."""
     window = settings.get("LOCSHARE_FLUSH_INTERVAL_MS", "100")
-    low = settings.get("LOCSHARE_FLUSH_INTERVAL_MIN_MS", "5")
+    low = settings.get("LOCSHARE_FLUSH_INTERVAL_MIN_MS", "15")
     high = settings.get("LOCSHARE_FLUSH_INTERVAL_MAX_MS", "250")
     if int(low) >= int(window) and int(high) <= int(window):
         return f"fixed at {window} ms"

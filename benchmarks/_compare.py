@@ -180,13 +180,15 @@ session back. That is the cost shown in its CPU column; the references would nee
 all of it written on top (in the client or another service) to offer the same
 product.
 
-**Batching.** locshare collects a session's updates for one flush interval (100 ms)
-and sends them as one `locations` frame: a receiver waits on average half an interval
-(~50 ms) and at most a whole one, by design, which is most of its median latency. The
-references deliver each message as soon as it arrives, so their latency is the
-transport's alone. In exchange, locshare writes fewer, larger frames: the last column
-is frames per update delivered (1.0 for the references; about 1 / (updates per session
-per flush interval) for locshare), and CPU per delivery falls as groups get busier.
+**Batching.** locshare collects a session's updates for one flush window and sends
+them as one `locations` frame: a receiver waits on average half a window and at most a
+whole one, by design, which is most of its median latency. The window follows the load
+(docs/design.md, "Fan-out"): it starts at 100 ms, narrows towards 15 ms while the
+server's cores have room and widens towards 250 ms when they are busy. The references
+deliver each message as soon as it arrives, so their latency is the transport's alone.
+In exchange, locshare writes fewer, larger frames: the last column is frames per update
+delivered (1.0 for the references; about 1 / (updates per session per window) for
+locshare), and CPU per delivery falls as groups get busier or the window wider.
 """
 
 

@@ -203,9 +203,10 @@ class Config:
         group="sessions",
     )
     flush_interval_min_ms: int = _setting(
-        5,
-        "While the server's core has room (CPU below 50 %), the flush window narrows down to"
-        " this: updates go out sooner. At or above flush_interval_ms: no narrowing.",
+        15,
+        "While the server has room (its CPU below 50 % of a core, and its cores below 75 %"
+        " busy), the flush window narrows down to this: updates go out sooner, at more CPU"
+        " per delivery. At or above flush_interval_ms: no narrowing.",
         minimum=1,
         maximum=5000,
         group="sessions",

@@ -11,6 +11,7 @@ ever becomes a label or a value.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -104,8 +105,21 @@ class _HubCollector(Collector):
         )
         yield GaugeMetricFamily(
             "locshare_flush_window_seconds",
-            "Current flush window (widened from flush_interval_ms under CPU load).",
+            "Current flush window: narrowed from flush_interval_ms while the cores have room, "
+            "widened under CPU load.",
             value=hub.pacer.window_s,
+        )
+        yield GaugeMetricFamily(
+            "locshare_cpu_share",
+            "This process's CPU seconds per second, as last measured by the flush pacer.",
+            value=hub.pacer.cpu_share,
+        )
+        cores_busy = hub.pacer.cores_busy
+        yield GaugeMetricFamily(
+            "locshare_cores_busy_ratio",
+            "Busy share of the CPUs this process may run on (every process counted), "
+            "as last measured by the flush pacer (NaN: not measured yet, or unreadable).",
+            value=math.nan if cores_busy is None else cores_busy,
         )
         for name, (attribute, text) in COUNTERS.items():
             yield CounterMetricFamily(name, text, value=getattr(stats, attribute))

@@ -66,6 +66,8 @@ GAUGES = (
     "locshare_places",
     "locshare_routes",
     "locshare_flush_window_seconds",
+    "locshare_cpu_share",
+    "locshare_cores_busy_ratio",
     "locshare_bus_up",
     "locshare_bus_nodes",  # cluster mode only
 )

@@ -14,6 +14,7 @@ EXPECTED = {
     "locshare_sessions_active",
     "locshare_connections",
     "locshare_flush_window_seconds",
+    "locshare_cpu_share",
     "locshare_participants",
     "locshare_places",
     "locshare_routes",
@@ -100,6 +101,7 @@ async def test_metrics_reflect_activity_and_hold_nothing_private(server: Running
     )
     assert value(values, "locshare_fanout_latency_seconds_count") >= 1
     assert 0.1 <= value(values, "locshare_flush_window_seconds") <= 0.25
+    assert value(values, "locshare_cpu_share") >= 0
     for private in (
         "47.12",
         "8.65",

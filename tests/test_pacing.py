@@ -156,3 +156,53 @@ def test_phases_spread_the_sessions_over_the_window() -> None:
     random_ids = [flush_phase(uuid.uuid4().int) for _ in range(2000)]
     per_tenth = np.histogram(random_ids, bins=10, range=(0, 1))[0]
     assert per_tenth.min() > 100  # 200 expected per tenth
+
+
+def test_busy_cores_stop_the_narrowing_even_when_this_process_has_room() -> None:
+    """Idle means idle on the machine: a worker whose own share is low does not narrow
+    while its cores are busy with other processes (the other workers, the database)."""
+    pacer = FlushPacer(0.1, 0.25, min_s=0.005)
+    for _ in range(20):
+        assert pacer.observe(cpu_s=0.3, wall_s=1.0, cores_busy=0.9) == 0.1
+    assert pacer.cores_busy == 0.9
+    # The same process on cores with room narrows as before.
+    assert pacer.observe(cpu_s=0.3, wall_s=1.0, cores_busy=0.4) < 0.1
+
+
+def test_contention_undoes_a_narrowing_but_never_widens_past_the_configured_window() -> None:
+    pacer = FlushPacer(0.1, 0.25, min_s=0.005)
+    for _ in range(30):
+        pacer.observe(cpu_s=0.2, wall_s=1.0, cores_busy=0.3)
+    assert pacer.window_s == 0.005
+    back = [pacer.observe(cpu_s=0.6, wall_s=1.0, cores_busy=0.95) for _ in range(40)]
+    assert back[0] == pytest.approx(0.005 * math.exp(GAIN * 0.2))  # by the cores' excess
+    assert back == sorted(back) and back[-1] == 0.1
+    # This process's own load still widens beyond it, as before.
+    assert pacer.observe(cpu_s=0.95, wall_s=1.0, cores_busy=0.95) > 0.1
+
+
+def test_unknown_core_load_leaves_the_process_share_in_charge() -> None:
+    with_none = FlushPacer(0.1, 0.25, min_s=0.005)
+    without = FlushPacer(0.1, 0.25, min_s=0.005)
+    for share in (0.2, 0.3, 0.9, 0.6, 0.1, 0.8):
+        assert with_none.observe(share, 1.0, None) == without.observe(share, 1.0)
+
+
+@given(
+    st.lists(
+        st.tuples(st.floats(0.0, 2.0), st.floats(0.01, 5.0), st.none() | st.floats(0.0, 1.0)),
+        max_size=60,
+    )
+)
+def test_with_core_load_the_window_never_leaves_its_bounds(
+    samples: list[tuple[float, float, float | None]],
+) -> None:
+    pacer = FlushPacer(0.1, 0.25, min_s=0.005)
+    for cpu_s, wall_s, cores in samples:
+        before = pacer.window_s
+        window = pacer.observe(cpu_s, wall_s, cores)
+        assert 0.005 <= window <= 0.25
+        if cores is not None and cores > pacer.target and cpu_s / wall_s <= pacer.target:
+            # Contention alone: never narrower, and never widened past the base by it.
+            assert window >= before or window <= 0.1 or before > 0.1
+            assert not (before <= 0.1 < window)

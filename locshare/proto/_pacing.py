@@ -19,6 +19,18 @@ widened by the connection burst of 2,000 participants otherwise stayed at 138 ms
 band keeps a lightly loaded server from spending its idle core on ever smaller frames
 until it is busy (narrowing costs CPU: more, emptier frames).  It is fed once a second
 by the hub; under trio's ``autojump_clock`` no CPU time passes per virtual second.
+
+Idle means idle on the cores the process may run on, not only in the process: each
+measurement may carry ``cores_busy``, the busy share of those cores over the same
+interval (every process on them counted: other workers, the database, a load balancer).
+Narrowing needs them under ``target`` too, and a window narrower than ``base_s`` widens
+back towards it by their excess over ``target``: the CPU that narrowing spends must be
+free on the machine.  Contention alone never widens past ``base_s``: batching beyond the
+configured window is for this process's own load.  Why: with ``--workers 2`` on two
+cores (``benchmarks cluster``, 2026-12-01) each worker ran at 68-72 % of a core, in the
+dead band by its own share, while the cores were 95 % busy (the other worker, the load
+client).  A window narrowed while the machine was idle (before the load arrived, say)
+would stay narrow there, spending CPU the other processes need.
 """
 
 from __future__ import annotations
@@ -52,6 +64,7 @@ class FlushPacer:
     narrow_below: float = 0.5
     window_s: float = field(init=False)
     cpu_share: float = field(init=False, default=0.0)
+    cores_busy: float | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         if self.min_s is None:
@@ -67,19 +80,28 @@ class FlushPacer:
         assert self.min_s is not None
         return self.max_s > self.min_s
 
-    def observe(self, cpu_s: float, wall_s: float) -> float:
-        """One measurement: ``cpu_s`` of CPU used over ``wall_s``; returns the new window."""
+    def observe(self, cpu_s: float, wall_s: float, cores_busy: float | None = None) -> float:
+        """One measurement: ``cpu_s`` of CPU used over ``wall_s`` (and, if known, the busy
+        share of the cores this process may run on); returns the new window."""
         if wall_s <= 0:
             return self.window_s
         self.cpu_share = share = max(0.0, cpu_s / wall_s)
+        self.cores_busy = cores_busy
         if self.adaptive:
             assert self.min_s is not None
             # A long stall (a suspended process) counts as at most five seconds.
             floor = self.min_s
+            ceiling = self.max_s
             gain = GAIN
+            contended = cores_busy is not None and cores_busy > self.target
             if share > self.target:
                 error = share - self.target
-            elif share < self.narrow_below:
+            elif contended and self.window_s < self.base_s:
+                # Narrowed while the machine had room; now others need the CPU back.
+                assert cores_busy is not None
+                error = cores_busy - self.target
+                ceiling = self.base_s
+            elif share < self.narrow_below and not contended:
                 error = share - self.narrow_below
                 gain = NARROW_GAIN
             elif self.window_s > self.base_s:
@@ -92,7 +114,7 @@ class FlushPacer:
             else:
                 error = 0.0
             factor = math.exp(gain * error * min(wall_s, 5.0))
-            self.window_s = min(self.max_s, max(floor, self.window_s * factor))
+            self.window_s = min(ceiling, max(floor, self.window_s * factor))
         return self.window_s
 
 

@@ -61,6 +61,7 @@ from ..storage._model import ParticipantRecord, PlaceRecord, RouteRecord, Storag
 from ._actor import SessionActor
 from ._bus import LocalBus, SessionBus
 from ._connection import Attach, AttachReply, Connection
+from ._cores import CoresBusy
 from ._events import (
     ConvoyTick,
     Ended,
@@ -478,12 +479,14 @@ class Hub:
                 actor.post(ConvoyTick(convoy))
 
     async def _pace_loop(self) -> None:
-        """Rule: once a second, the process's CPU share sets the flush window (``_pacing``)."""
+        """Rule: once a second, the process's CPU share and how busy its cores are set the
+        flush window (``_pacing``)."""
+        cores = CoresBusy()
         cpu, wall = time.process_time(), trio.current_time()
         while True:
             await trio.sleep(PACE_INTERVAL_S)
             cpu_now, wall_now = time.process_time(), trio.current_time()
-            self.pacer.observe(cpu_now - cpu, wall_now - wall)
+            self.pacer.observe(cpu_now - cpu, wall_now - wall, cores.sample())
             cpu, wall = cpu_now, wall_now
 
     async def _housekeeping_loop(self) -> None:
