@@ -218,7 +218,7 @@ def test_with_core_load_the_window_never_leaves_its_bounds(
 def test_a_narrowed_window_is_kept_only_while_the_core_stays_about_half_idle() -> None:
     """Narrowing spends spare CPU on latency: once the load takes the process past
     ``narrow_below`` + ``HOLD_BAND`` the window widens back to the configured one, and
-    no further (found by ``realistic``: a 31 ms window held at 61 % CPU)."""
+    no further (found by ``realistic``: 31 ms held at 61 % CPU)."""
     pacer = FlushPacer(0.1, 0.25, min_s=0.005)
     for _ in range(30):
         pacer.observe(cpu_s=0.2, wall_s=1.0)
