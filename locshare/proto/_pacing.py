@@ -13,10 +13,7 @@ of every queue in the process growing.
 over wall seconds, the one thread that runs trio) with a dead band: above ``target``
 the window widens in proportion to the excess, below ``narrow_below`` it narrows in
 proportion to the room, in between it holds, unless it is wider than ``base_s``: then
-it comes back towards ``base_s`` by the room under ``target``; or narrower than
-``base_s`` with the share more than ``HOLD_BAND`` above ``narrow_below``: then it widens
-back towards ``base_s`` (a narrow window is paid with spare CPU, and kept only while the
-core stays about half idle) (measured: a window
+it comes back towards ``base_s`` by the room under ``target`` (measured: a window
 widened by the connection burst of 2,000 participants otherwise stayed at 138 ms at
 58 % CPU, where the configured 100 ms would do); always within ``[min_s, max_s]``.  The dead
 band keeps a lightly loaded server from spending its idle core on ever smaller frames
@@ -53,12 +50,6 @@ GAIN = 1.0
 # Measured: with GAIN 1, `compare` (1,000 participants) took about 30 s to narrow from
 # 100 ms to 13 ms, and its p95 over 60 s was mostly that convergence.
 NARROW_GAIN = 2.0
-# A window narrower than the base holds while the CPU share is within this much above
-# ``narrow_below`` (one-second readings jitter by a few percent) and widens back towards
-# the base above it.  Measured (``realistic``, 10,000 people, speed reference 0.66 s):
-# without it the adaptive leg narrowed to 31 ms while people were joining and held that
-# window in the dead band at 61 % CPU, turning the clients' savings into latency.
-HOLD_BAND = 0.05
 
 
 @dataclass
@@ -109,12 +100,6 @@ class FlushPacer:
                 # Narrowed while the machine had room; now others need the CPU back.
                 assert cores_busy is not None
                 error = cores_busy - self.target
-                ceiling = self.base_s
-            elif self.window_s < self.base_s and share > self.narrow_below + HOLD_BAND:
-                # A narrowed window is kept only while the core stays about half idle:
-                # narrowing spends spare CPU on latency, and this CPU is no longer spare.
-                error = share - (self.narrow_below + HOLD_BAND)
-                gain = NARROW_GAIN
                 ceiling = self.base_s
             elif share < self.narrow_below and not contended:
                 error = share - self.narrow_below
