@@ -9,6 +9,7 @@ which order, and what is left behind.  The geometry itself is tested in
 
 from __future__ import annotations
 
+import itertools
 import math
 import uuid
 from typing import Any
@@ -244,6 +245,45 @@ async def test_arrival_departure_and_expiry(autojump_clock: trio.testing.MockClo
         assert 29.0 <= trio.current_time() - silent <= 32.0
         actor = h.hub.sessions[record.id]
         assert actor.group.arrivals == {}
+        await finish(h)
+
+
+async def test_expiries_every_few_milliseconds_tick_places_once_a_second(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Locations expiring one after another make the index tick at each expiry (the
+    30 s retention is exact), but places and routes are ticked at most once a second:
+    they cover every session at each call (found by ``realistic``, where people asked
+    for a fix every 30 s expire continually and the place tick took a fifth of the
+    server's CPU)."""
+    async with running_hub() as h:
+        names = [f"P{i}" for i in range(6)]
+        _record, _people, clients = await connected(h, *names)
+        await add_place(clients[0], circle())
+        index_ticks: list[float] = []
+        place_ticks: list[float] = []
+        real_index_tick, real_place_tick = h.hub.index.tick, h.hub.places.tick
+
+        def index_tick(now: float) -> Any:
+            index_ticks.append(now)
+            return real_index_tick(now)
+
+        def place_tick(arrays: Any, now: float) -> Any:
+            place_ticks.append(now)
+            return real_place_tick(arrays, now)
+
+        h.hub.index.tick = index_tick  # type: ignore[method-assign]
+        h.hub.places.tick = place_tick  # type: ignore[method-assign]
+        start = trio.current_time()
+        for i, client in enumerate(clients):  # fixes 0.15 s apart, then silence
+            await client.location(north(10 * i), LNG, accuracy=5)
+            await trio.sleep(0.15)
+        await trio.sleep(32.0)
+        expiring = [t for t in index_ticks if t >= start + 29.5]
+        assert len(expiring) >= len(clients)  # one index tick per expiry, at least
+        gaps = [b - a for a, b in itertools.pairwise(place_ticks)]
+        assert place_ticks and min(gaps) >= 1.0 - 1e-9
+        assert len(place_ticks) <= 32.0 + 1.5 + 2
         await finish(h)
 
 

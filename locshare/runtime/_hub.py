@@ -24,6 +24,7 @@ socket for ``idle_unload_s`` leaves memory; its locations have expired by then a
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -84,6 +85,8 @@ log = logging.getLogger("locshare.hub")
 
 HINT_INTERVAL_S = 1.0
 MIN_TICK_S = 0.01
+# Places and routes need a fix's arrival or expiry within about a second, not at once.
+GROUP_TICK_INTERVAL_S = 1.0
 PACE_INTERVAL_S = 1.0  # how often the flush window is re-fitted to the CPU share
 ATTACH_ATTEMPTS = 3
 # Routes parsed on this node for storing, kept for its own actor's reload (pop on use).
@@ -417,7 +420,16 @@ class Hub:
     async def _tick_loop(self) -> None:
         """Rule: one vectorized geo tick for all sessions, at least once per second and
         exactly when the oldest location expires.  The index overwrites what expired
-        (retention does not wait for anyone); the actors hear about it as events."""
+        (retention does not wait for anyone); the actors hear about it as events.
+
+        Places and routes (``_group_tick``) are ticked at most once per
+        ``GROUP_TICK_INTERVAL_S``: expiries can fall due every few milliseconds (people
+        asked for a fix every 30 s, the location TTL, expire continually), and the group
+        tick covers every session with places at each call.  Measured in ``realistic``
+        (10,000 people, 1,650 groups, py-spy): the place tick had 11.7 % of the server's
+        samples when it ran at every expiry, under 1 % at once a second; the adaptive
+        leg's CPU went from 74.0 to 69.3 % of a core (120 s legs)."""
+        next_group_tick = -math.inf
         while True:
             now = trio.current_time()
             result = self.index.tick(now)
@@ -438,7 +450,9 @@ class Hub:
                 actor = self._by_block.get(block)
                 if actor is not None and actor.fanout:
                     actor.post(HintDue(BBox(*box)))
-            self._group_tick(now)
+            if now >= next_group_tick:
+                self._group_tick(now)
+                next_group_tick = now + GROUP_TICK_INTERVAL_S
             wake = min(now + HINT_INTERVAL_S, self.index.next_expiry())
             await trio.sleep_until(max(wake, now + MIN_TICK_S))
 
