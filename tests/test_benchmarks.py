@@ -758,7 +758,7 @@ def test_fixed_window_reaches_the_servers_settings_and_the_summary(
     for name in _server.RECORDED_SETTINGS:
         monkeypatch.delenv(name, raising=False)
     assert _server.server_settings() == {}
-    assert flush_window_label({}) == "adaptive, 5-250 ms"
+    assert flush_window_label({}) == "adaptive, 15-250 ms"  # the defaults of Config
     try:
         _server.fix_flush_window()
         fixed = _server.server_settings()
@@ -773,7 +773,7 @@ def test_fixed_window_reaches_the_servers_settings_and_the_summary(
     finally:
         _server.fix_flush_window(False)
     assert _server.server_settings() == {"LOCSHARE_FLUSH_INTERVAL_MS": "50"}
-    assert flush_window_label(_server.server_settings()) == "adaptive, 5-250 ms"
+    assert flush_window_label(_server.server_settings()) == "adaptive, 15-250 ms"
 
 
 def _bench(*args: str, timeout: float = 280) -> subprocess.CompletedProcess[str]:
