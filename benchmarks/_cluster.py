@@ -285,10 +285,10 @@ def cluster_summary(sc: Scenario, legs: list[dict[str, Any]], *, quick: bool) ->
 
 def flush_window_label(settings: dict[str, str]) -> str:
     """``adaptive`` (the default pacer) or ``fixed at 100 ms``."""
-    defaults = {f.name: f.default for f in dataclasses.fields(Config)}
-    window = settings.get("LOCSHARE_FLUSH_INTERVAL_MS", str(defaults["flush_interval_ms"]))
-    low = settings.get("LOCSHARE_FLUSH_INTERVAL_MIN_MS", str(defaults["flush_interval_min_ms"]))
-    high = settings.get("LOCSHARE_FLUSH_INTERVAL_MAX_MS", str(defaults["flush_interval_max_ms"]))
+    defaults = Config()
+    window = settings.get("LOCSHARE_FLUSH_INTERVAL_MS", str(defaults.flush_interval_ms))
+    low = settings.get("LOCSHARE_FLUSH_INTERVAL_MIN_MS", str(defaults.flush_interval_min_ms))
+    high = settings.get("LOCSHARE_FLUSH_INTERVAL_MAX_MS", str(defaults.flush_interval_max_ms))
     if int(low) >= int(window) and int(high) <= int(window):
         return f"fixed at {window} ms"
     return f"adaptive, {min(int(low), int(window))}-{max(int(high), int(window))} ms"

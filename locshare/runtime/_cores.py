@@ -9,7 +9,6 @@ process's affinity mask and returns their busy share since the previous reading.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import psutil
@@ -42,8 +41,8 @@ class CoresBusy:
 
     MIN_TOTAL_S = 0.05  # CPU-seconds across the cores; less is noise
 
-    def __init__(self, cpus: Sequence[int] | None = None) -> None:
-        self._cpus = list(cpus) if cpus is not None else _affinity()
+    def __init__(self) -> None:
+        self._cpus = _affinity()
         self._last = self._read()
 
     def _read(self) -> tuple[float, float] | None:
