@@ -669,3 +669,42 @@ def test_statuses_show_next_to_names_and_need_help_gets_a_banner_that_shows_the_
         expect(person_row(ann.page, carl_id).locator(".chip")).to_be_hidden()
     ann.assert_no_console_errors()
     carl.assert_no_console_errors()
+
+
+def test_the_fitted_map_shows_a_meeting_point_far_from_everyone(
+    web_server: WebServer, open_tab: OpenTab
+) -> None:
+    """The page asks for hints that include places (``include_places``): a meeting point
+    13 km from the only sharer moves the camera out until both are on screen."""
+    sid = web_server.create_session(name="Far")["session_id"]
+    bob = join_over_rest(web_server, sid, "Bob")
+    with WsClient(web_server.port, bob["websocket_token"]) as raw:
+        raw.wait_for("session_state")
+        ann = open_tab(
+            DESKTOP, geolocation=MUNICH, permissions=["geolocation"], reduced_motion="reduce"
+        )
+        page = ann.page
+        ann_id = join(page, web_server, sid, "Ann")
+        wait_for_markers(page, [ann_id])
+        wait_for_single_fit(page)
+        far = (GARCHING["latitude"], GARCHING["longitude"])
+        assert not inside(map_state(page), *far)  # at zoom 17 around Ann: far off screen
+
+        raw.send(
+            "place_add",
+            {
+                "name": "Campus",
+                "kind": "meet",
+                "geometry": {"type": "Point", "coordinates": [far[1], far[0]]},
+            },
+        )
+        raw.wait_for("place_added", lambda d: d["name"] == "Campus")
+        wait_until(page, "() => Number(document.getElementById('map').dataset.zoom) < 17")
+        state = map_state(page)
+        assert inside(state, *far)
+        assert inside(state, MUNICH["latitude"], MUNICH["longitude"])
+
+
+def inside(state: dict[str, Any], lat: float, lng: float) -> bool:
+    x, y = screen_of(state, lat, lng)
+    return 0 <= x <= state["width"] and 0 <= y <= state["height"]

@@ -439,7 +439,9 @@ function sendViewport() {
   const width = Math.min(16384, Math.max(64, Math.round(map.width)));
   const height = Math.min(16384, Math.max(64, Math.round(map.height - map.safeBottom)));
   const padding = Math.max(0, Math.min(HINT_PADDING_PX, Math.floor((Math.min(width, height) - 1) / 2)));
-  conn.send("viewport_size", { width, height, padding });
+  // include_places: the server's fit covers the meeting points and areas too, so the
+  // camera shows where the group is going, not only where it is.
+  conn.send("viewport_size", { width, height, padding, include_places: true });
 }
 
 // --- people: markers and the list --------------------------------------------------------------

@@ -110,7 +110,8 @@ class SessionController extends Notifier<SessionView> {
 
   /// The map's size in logical pixels; sent now and after every reconnect.
   void setViewportSize(double width, double height) {
-    final size = ViewportSize.forScreen(width, height);
+    // includePlaces: the server's fit covers the places too (where the group goes).
+    final size = ViewportSize.forScreen(width, height, includePlaces: true);
     if (size == _viewportSize) return;
     _viewportSize = size;
     _viewportTimer?.cancel();
