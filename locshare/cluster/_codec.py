@@ -6,7 +6,7 @@ channel bucket within one bus tick::
     {"o": origin_node, "e": [[session_id, kind, payload], ...]}
 
 Kinds: ``L`` positions, ``J`` joined, ``X`` left/removed, ``E`` ended, ``P`` presence,
-``Q`` state request, ``R`` state reply, ``A`` place added, ``D`` place removed, ``T``
+``Q`` state request, ``R`` state reply, ``U`` no longer hosted here, ``A`` place added, ``D`` place removed, ``T``
 route changed (read it from storage), ``S`` status.  Positions cross with the *wall* time they were
 received; the receiver turns it into its own monotonic time (``to_monotonic``), so
 retention counts from the first receipt on every node.
@@ -37,6 +37,7 @@ from ..runtime._events import (
     StateReply,
     StateRequest,
     StatusSet,
+    Unhosted,
 )
 from ..storage._model import ParticipantRecord, PlaceRecord
 
@@ -109,6 +110,8 @@ def encode_event(session_id: uuid.UUID, event: SessionEvent) -> list[Any]:
         return [sid, "P", [str(event.user_id), event.online, event.visible]]
     if isinstance(event, StateRequest):
         return [sid, "Q", None]
+    if isinstance(event, Unhosted):
+        return [sid, "U", None]
     if isinstance(event, StateReply):
         return [
             sid,
@@ -200,6 +203,8 @@ def _decode(
         return Presence(origin, uuid.UUID(user), bool(online), bool(visible))
     if kind == "Q":
         return StateRequest(origin)
+    if kind == "U":
+        return Unhosted(origin)
     if kind == "R":
         to, located, online, statuses = payload
         return StateReply(

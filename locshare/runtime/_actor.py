@@ -73,6 +73,7 @@ from ._events import (
     StateReply,
     StateRequest,
     StatusSet,
+    Unhosted,
 )
 from ._fanout import LocalFanout
 from ._group import Group, union_box
@@ -384,6 +385,9 @@ class SessionActor:
     # --- applying events ------------------------------------------------------------------
     def _apply(self, event: object) -> None:
         origin = getattr(event, "origin", None)
+        if isinstance(event, Unhosted):
+            self.peers.discard(event.origin)  # it unloaded the session: no more positions
+            return
         if origin is not None and origin != self.host.bus.node_id and origin not in self.peers:
             if isinstance(event, StateRequest):
                 self.peers.add(origin)  # the state reply carries the positions

@@ -185,6 +185,15 @@ class StateReply:
 
 
 @dataclass(frozen=True, slots=True)
+class Unhosted:
+    """Node ``origin`` stopped hosting the session (its last socket there left and it
+    unloaded it): the others stop sending it positions.  If it hosts the session again
+    it asks for the state first (:class:`StateRequest`), which makes it a peer again."""
+
+    origin: str
+
+
+@dataclass(frozen=True, slots=True)
 class NodeGone:
     """Local, from the bus: node ``node`` stopped answering (its members are offline)."""
 
@@ -204,6 +213,7 @@ SessionEvent = (
     | Presence
     | StateRequest
     | StateReply
+    | Unhosted
     | PlaceAdded
     | PlaceRemoved
     | RouteChanged

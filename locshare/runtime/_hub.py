@@ -75,6 +75,7 @@ from ._events import (
     PlaceTick,
     RouteChanged,
     Shutdown,
+    Unhosted,
 )
 from ._inbox import Inbox
 from ._settings import RuntimeSettings
@@ -185,6 +186,10 @@ class Hub:
         if unsubscribe is not None:
             unsubscribe()
             self.bus.unhost(actor.id)
+            if self.bus.distributed and actor.end_reason is None:
+                # Unloaded while the session goes on elsewhere: its hosts stop
+                # publishing positions for this node.
+                self.bus.publish(actor.id, Unhosted(self.bus.node_id))
         self._note_activity(actor)
 
     # --- sessions in memory ---------------------------------------------------------------

@@ -28,6 +28,7 @@ from locshare.runtime._events import (
     StateReply,
     StateRequest,
     StatusSet,
+    Unhosted,
 )
 from locshare.storage._model import ParticipantRecord, PlaceRecord
 
@@ -46,6 +47,7 @@ EVENTS: list[SessionEvent] = [
     Ended("expired"),
     Presence("n1", USER, True, False),
     StateRequest("n1"),
+    Unhosted("n1"),
     StateReply(
         "n1",
         "n2",

@@ -351,3 +351,57 @@ async def test_positions_go_on_the_bus_only_while_another_node_hosts_the_session
                     await location_reaches(pb, ann["user_id"], 30.0)
                     assert any(sid.encode() in m and b'"L"' in m for m in seen)
                     nursery.cancel_scope.cancel()
+
+
+async def test_a_node_that_unloads_the_session_is_sent_no_more_positions(
+    database_url: str, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Bo's node unloads the session once his socket has been gone ``idle_unload_s``; it
+    says so on the bus (``Unhosted``), and Ann's node stops publishing positions for it
+    (before, it went on until that node died)."""
+    from locshare.cluster._resp import READ_BYTES, subscribe
+
+    async with cluster(database_url, tmp_path, redis_server.url, idle_unload_s=1) as (a, b):
+        sid = (await a.create_session())["session_id"]
+        ann, bo = await a.join(sid, "Ann"), await b.join(sid, "Bo")
+        channels = [a.hub.bus.channel(i) for i in range(a.hub.bus.buckets)]
+        stream, reader, _early = await subscribe(redis_server.url, channels)
+        seen: list[bytes] = []
+
+        def positions() -> int:
+            return sum(1 for m in seen if sid.encode() in m and b'"L"' in m)
+
+        async def listen() -> None:
+            while True:
+                reader.feed(await stream.receive_some(READ_BYTES))
+                for reply in reader.replies():
+                    if isinstance(reply, list) and reply[0] == b"message":
+                        seen.append(reply[2])  # type: ignore[arg-type]
+
+        async with stream:
+            with trio.fail_after(40):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(listen)
+                    pa = await connect(a, nursery, ann, False)
+                    pb = await connect(b, nursery, bo, False)
+                    await pa.send("location_update", {"lat": 30.0, "lng": 1.0})
+                    await location_reaches(pb, ann["user_id"], 30.0)
+                    assert positions() > 0
+                    actor = a.hub.sessions[uuid.UUID(sid)]
+                    assert actor.peers == {"node1"}
+                    await pb.ws.aclose()
+                    await wait_until(lambda: uuid.UUID(sid) not in b.hub.sessions)
+                    await wait_until(lambda: not actor.peers)
+                    await trio.sleep(0.3)  # the last bus ticks
+                    before = positions()
+                    for i in range(5):
+                        await pa.send("location_update", {"lat": 40.0 + i, "lng": 1.0})
+                        await trio.sleep(0.15)
+                    await trio.sleep(0.5)
+                    assert positions() == before
+                    # Bo comes back: his node hosts the session again and gets positions.
+                    pb = await connect(b, nursery, bo, False)
+                    await pa.send("location_update", {"lat": 50.0, "lng": 1.0})
+                    await location_reaches(pb, ann["user_id"], 50.0)
+                    assert positions() > before
+                    nursery.cancel_scope.cancel()
