@@ -13,6 +13,7 @@ Two clocks exist in locshare and are never mixed:
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import UTC, datetime
 
@@ -41,9 +42,39 @@ def rfc3339(ts: float | datetime | None, *, micros: bool = False) -> str | None:
     """
     if ts is None:
         return None
-    dt = ts.astimezone(UTC) if isinstance(ts, datetime) else datetime.fromtimestamp(ts, UTC)
-    fraction = f"{dt.microsecond:06d}" if micros else f"{dt.microsecond // 1000:03d}"
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + fraction + "Z"
+    if isinstance(ts, datetime):
+        dt = ts.astimezone(UTC)
+        seconds, micro = dt.strftime("%Y-%m-%dT%H:%M:%S."), dt.microsecond
+    else:
+        # datetime.fromtimestamp's rounding (half-even to the microsecond, carried into
+        # the second), without building a datetime: every location entry of every flush
+        # formats one stamp, and the seconds part repeats (cached per whole second).
+        frac, whole = math.modf(ts)
+        micro = round(frac * 1e6)
+        if micro >= 1_000_000:
+            whole += 1.0
+            micro -= 1_000_000
+        elif micro < 0:
+            whole -= 1.0
+            micro += 1_000_000
+        seconds = _seconds_text(int(whole))
+    fraction = f"{micro:06d}" if micros else f"{micro // 1000:03d}"
+    return seconds + fraction + "Z"
+
+
+_SECONDS_CACHE: dict[int, str] = {}
+_SECONDS_CACHE_MAX = 256  # a few minutes of stamps; cleared whole when full
+
+
+def _seconds_text(whole: int) -> str:
+    text = _SECONDS_CACHE.get(whole)
+    if text is None:
+        if len(_SECONDS_CACHE) >= _SECONDS_CACHE_MAX:
+            _SECONDS_CACHE.clear()
+        text = _SECONDS_CACHE[whole] = datetime.fromtimestamp(whole, UTC).strftime(
+            "%Y-%m-%dT%H:%M:%S."
+        )
+    return text
 
 
 # Rule (range): a timestamp locshare accepts lies in [1970-01-01, 9999-12-30) UTC, so
