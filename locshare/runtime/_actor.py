@@ -989,14 +989,17 @@ class SessionActor:
         """The pending updates as one encoded frame (or ``None``); the batch is emptied."""
         if not self.pending:
             return None
+        watching = self.fanout.watching()
+        if not watching:
+            self.pending.clear()
+            return None  # nobody here has the map on screen: nothing to build or encode
         now = trio.current_time()
         updates = [
             entry for member_id in self.pending if (entry := self._location_entry(member_id, now))
         ]
         self.pending.clear()
-        watching = self.fanout.watching()
-        if not updates or not watching:
-            return None  # nobody here has the map on screen: nothing to encode
+        if not updates:
+            return None
         frame = proto.encode("locations", {"updates": updates})
         frame.created_at = now
         self.stats.flushes += 1
