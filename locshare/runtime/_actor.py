@@ -50,6 +50,7 @@ from ..proto import _messages as proto
 from ..proto._pacing import flush_phase, next_flush_at
 from ..proto._rates import Stillness, choose_interval
 from ..storage._model import ParticipantRecord, PlaceRecord, RouteRecord, SessionRecord
+from ._alarms import AlarmClock
 from ._bus import SessionBus
 from ._connection import Attach, Connection, Detached, Viewport, VisibilityChanged
 from ._events import (
@@ -108,6 +109,7 @@ class SessionHost(Protocol):
     routes: RouteIndex
     clock: WallClock
     bus: SessionBus
+    alarms: AlarmClock
 
     @property
     def window_s(self) -> float: ...
@@ -301,6 +303,7 @@ class SessionActor:
                 )
         finally:
             self._ending = True
+            self.host.alarms.cancel(self.inbox)
             self.started.set()  # never leave a waiter behind, even if start-up failed
             for event in [*self._deferred, *self.inbox.close()]:
                 if isinstance(event, Attach):
@@ -320,8 +323,9 @@ class SessionActor:
         while True:
             if self._flush_at is None and (self.inbox.has_located or self._hint_due is not None):
                 self._flush_at = next_flush_at(trio.current_time(), self.host.window_s, self._phase)
-            with trio.move_on_at(self._wake_at()):
-                await self.inbox.wait()
+            # The clock rings the inbox at the next deadline (no cancel scope per wake).
+            self.host.alarms.set(self.inbox, self._wake_at())
+            await self.inbox.wait()
             for event in self.inbox.take_events():
                 self._apply(event)
             if self._done():

@@ -60,6 +60,7 @@ from ..proto._pacing import FlushPacer
 from ..proto._ratelimit import KeyedLimiter
 from ..storage._model import ParticipantRecord, PlaceRecord, RouteRecord, Storage
 from ._actor import SessionActor
+from ._alarms import AlarmClock
 from ._bus import LocalBus, SessionBus
 from ._connection import Attach, AttachReply, Connection
 from ._cores import CoresBusy
@@ -124,6 +125,7 @@ class Hub:
         self.route_builders = trio.CapacityLimiter(ROUTE_BUILDERS)
         self._fresh_routes: dict[uuid.UUID, tuple[RouteRecord, Route]] = {}
         self.stats = HubStats()
+        self.alarms = AlarmClock()
         self.pacer = FlushPacer(
             settings.flush_interval_s,
             settings.flush_interval_max_s,
@@ -599,6 +601,7 @@ async def open_hub(
             storage=storage,
             bus=bus or LocalBus(),
         )
+        nursery.start_soon(hub.alarms.run)
         nursery.start_soon(hub._tick_loop)
         if hub.pacer.adaptive:
             nursery.start_soon(hub._pace_loop)

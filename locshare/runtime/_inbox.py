@@ -10,11 +10,13 @@ Policy (never blocks a sender, never grows without bound):
        ``False``) and the sender answers "busy" instead of growing a queue.  What an
        inbox holds is therefore bounded by ``max_events`` plus one position per member.
 
-Nothing here reads a clock; the actor decides when a flush is due.
+Nothing here reads a clock; the actor decides when a flush is due, and the hub's
+alarm clock (:mod:`._alarms`) rings the inbox when the actor's next deadline comes.
 """
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections import deque
 from dataclasses import dataclass
@@ -38,6 +40,7 @@ class Inbox:
         self._events: deque[object] = deque()
         self._located: dict[uuid.UUID, Located] = {}
         self._lot = trio.lowlevel.ParkingLot()
+        self.alarm_at = math.inf  # the actor's next deadline on the hub's alarm clock
         self._refused = 0
         self._peak = 0
         self.closed = False
@@ -85,6 +88,10 @@ class Inbox:
             await trio.lowlevel.checkpoint()
             return
         await self._lot.park()
+
+    def ring(self) -> None:
+        """The actor's alarm (a deadline) is due: wake it."""
+        self._lot.unpark_all()
 
     def close(self) -> list[object]:
         """No more events; the ones still queued are returned (to answer their senders)."""
