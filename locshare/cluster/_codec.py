@@ -6,10 +6,11 @@ channel bucket within one bus tick::
     {"o": origin_node, "e": [[session_id, kind, payload], ...]}
 
 Kinds: ``L`` positions, ``J`` joined, ``X`` left/removed, ``E`` ended, ``P`` presence,
-``Q`` state request, ``R`` state reply, ``U`` no longer hosted here, ``A`` place added, ``D`` place removed, ``T``
-route changed (read it from storage), ``S`` status.  Positions cross with the *wall* time they were
-received; the receiver turns it into its own monotonic time (``to_monotonic``), so
-retention counts from the first receipt on every node.
+``Q`` state request, ``R`` state reply, ``U`` no longer hosted by the sender, ``A``
+place added, ``D`` place removed, ``T`` route changed (read it from storage), ``S``
+status.  Positions cross with the *wall* time they were received; the receiver turns
+it into its own monotonic time (``to_monotonic``), so retention counts from the first
+receipt on every node.
 
 Privacy: payloads carry names and positions, which is why they only ever travel in
 pub/sub messages (Redis keeps none of them); channel names and keys carry ids only.

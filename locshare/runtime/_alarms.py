@@ -13,7 +13,7 @@ The clock is one task that sleeps until the earliest alarm and then rings every 
 that is due: a ring is an unpark of the actor's inbox (no exception, no cancel scope).
 Alarms fall due at most ``granularity_s`` late: after a ring the clock sleeps at least
 that long, so actors whose deadlines are a few hundred microseconds apart (the flush
-grid spreads them, see :func:`~locshare.proto.next_flush_at`) wake in one batch and
+grid spreads them, see :func:`~locshare.proto._pacing.next_flush_at`) wake in one batch and
 the clock's own wake-ups stay bounded (at most ``1 / granularity_s`` per second).
 
 Bounded: an alarm that moves leaves its old heap entry behind (skipped when it comes
@@ -53,8 +53,7 @@ class AlarmClock:
         self._lot = trio.lowlevel.ParkingLot()
         self._sleeping_until = math.inf
         self._floor = -math.inf  # the clock sleeps at least until then
-        self.rings = 0
-        self.wakeups = 0
+        self.wakeups = 0  # the clock task's (tests count them)
 
     def set(self, target: Alarmed, at: float) -> None:
         """Ring ``target`` at ``at`` (trio time; ``math.inf``: never), replacing its
@@ -88,7 +87,6 @@ class AlarmClock:
                 continue  # moved or cancelled since
             target.alarm_at = math.inf
             self._set.discard(target)
-            self.rings += 1
             target.ring()
 
     async def run(self) -> None:
