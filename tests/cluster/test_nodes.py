@@ -312,13 +312,24 @@ async def test_a_cluster_node_exports_the_bus_metrics(
     assert sent and float(sent[0].split()[-1]) > 0
 
 
+async def record_messages(stream: Any, reader: Any, seen: list[bytes]) -> None:
+    """Append every pub/sub message's payload read from ``stream`` to ``seen``."""
+    from locshare.cluster._resp import READ_BYTES
+
+    while True:
+        reader.feed(await stream.receive_some(READ_BYTES))
+        for reply in reader.replies():
+            if isinstance(reply, list) and reply[0] == b"message":
+                seen.append(reply[2])
+
+
 async def test_positions_go_on_the_bus_only_while_another_node_hosts_the_session(
     database_url: str, tmp_path: Path, redis_server: RedisServer
 ) -> None:
     """A session whose members are all on one node costs Redis nothing per position
     (found by the sticky benchmark: every flush was published anyway); once another
     node hosts it, positions cross."""
-    from locshare.cluster._resp import READ_BYTES, subscribe
+    from locshare.cluster._resp import subscribe
 
     async with cluster(database_url, tmp_path, redis_server.url) as (a, b):
         sid = (await a.create_session())["session_id"]
@@ -327,17 +338,10 @@ async def test_positions_go_on_the_bus_only_while_another_node_hosts_the_session
         stream, reader, _early = await subscribe(redis_server.url, channels)
         seen: list[bytes] = []
 
-        async def listen() -> None:
-            while True:
-                reader.feed(await stream.receive_some(READ_BYTES))
-                for reply in reader.replies():
-                    if isinstance(reply, list) and reply[0] == b"message":
-                        seen.append(reply[2])  # type: ignore[arg-type]
-
         async with stream:
             with trio.fail_after(40):
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(listen)
+                    nursery.start_soon(record_messages, stream, reader, seen)
                     pa = await connect(a, nursery, ann, False)
                     pal = await connect(a, nursery, al, False)
                     for i in range(10):
@@ -359,7 +363,7 @@ async def test_a_node_that_unloads_the_session_is_sent_no_more_positions(
     """Bo's node unloads the session once his socket has been gone ``idle_unload_s``; it
     says so on the bus (``Unhosted``), and Ann's node stops publishing positions for it
     (before, it went on until that node died)."""
-    from locshare.cluster._resp import READ_BYTES, subscribe
+    from locshare.cluster._resp import subscribe
 
     async with cluster(database_url, tmp_path, redis_server.url, idle_unload_s=1) as (a, b):
         sid = (await a.create_session())["session_id"]
@@ -371,17 +375,10 @@ async def test_a_node_that_unloads_the_session_is_sent_no_more_positions(
         def positions() -> int:
             return sum(1 for m in seen if sid.encode() in m and b'"L"' in m)
 
-        async def listen() -> None:
-            while True:
-                reader.feed(await stream.receive_some(READ_BYTES))
-                for reply in reader.replies():
-                    if isinstance(reply, list) and reply[0] == b"message":
-                        seen.append(reply[2])  # type: ignore[arg-type]
-
         async with stream:
             with trio.fail_after(40):
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(listen)
+                    nursery.start_soon(record_messages, stream, reader, seen)
                     pa = await connect(a, nursery, ann, False)
                     pb = await connect(b, nursery, bo, False)
                     await pa.send("location_update", {"lat": 30.0, "lng": 1.0})
