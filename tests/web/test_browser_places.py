@@ -122,6 +122,25 @@ def wait_for_single_fit(page: Page) -> None:
     wait_until(page, "() => Number(document.getElementById('map').dataset.zoom) === 17")
 
 
+def ann_fitted_at_munich(
+    server: WebServer,
+    open_tab: OpenTab,
+    session_id: str,
+    device: dict[str, Any],
+    init_script: str | None = None,
+) -> tuple[Tab, str]:
+    """Ann's tab, sharing from Munich, joined and settled on the server's first fit.
+
+    Reduced motion: the camera jumps to a hint, so a settled camera stays put."""
+    ann = open_tab(device, geolocation=MUNICH, permissions=["geolocation"], reduced_motion="reduce")
+    if init_script is not None:
+        ann.context.add_init_script(init_script)
+    ann_id = join(ann.page, server, session_id, "Ann")
+    wait_for_markers(ann.page, [ann_id])
+    wait_for_single_fit(ann.page)
+    return ann, ann_id
+
+
 def place_row(page: Page, place_id: str) -> Any:
     return page.locator(f'#places-list li[data-place-id="{place_id}"]')
 
@@ -151,14 +170,8 @@ def test_places_from_right_click_and_my_position_reach_everyone_with_arrivals(
     bob = join_over_rest(web_server, sid, "Bob")
     with WsClient(web_server.port, bob["websocket_token"]) as raw:
         raw.wait_for("session_state")
-        # Reduced motion: the camera jumps to a hint, so a settled camera stays put.
-        ann = open_tab(
-            DESKTOP, geolocation=MUNICH, permissions=["geolocation"], reduced_motion="reduce"
-        )
+        ann, ann_id = ann_fitted_at_munich(web_server, open_tab, sid, DESKTOP)
         page = ann.page
-        ann_id = join(page, web_server, sid, "Ann")
-        wait_for_markers(page, [ann_id])
-        wait_for_single_fit(page)
 
         # Right-click a point of the map: the form adds a place there.
         box = page.locator("#map").bounding_box()
@@ -286,14 +299,8 @@ def test_touch_and_hold_then_taps_draw_an_area_and_a_crossed_one_is_refused(
     bob = join_over_rest(web_server, sid, "Bob")
     with WsClient(web_server.port, bob["websocket_token"]) as raw:
         raw.wait_for("session_state")
-        ann = open_tab(
-            PHONE, geolocation=MUNICH, permissions=["geolocation"], reduced_motion="reduce"
-        )
-        ann.context.add_init_script(INSTRUMENT_JS)
+        ann, _ = ann_fitted_at_munich(web_server, open_tab, sid, PHONE, INSTRUMENT_JS)
         page = ann.page
-        ann_id = join(page, web_server, sid, "Ann")
-        wait_for_markers(page, [ann_id])
-        wait_for_single_fit(page)
         box = page.locator("#map").bounding_box()
         assert box is not None
         state = map_state(page)
@@ -680,13 +687,8 @@ def test_the_fitted_map_shows_a_meeting_point_far_from_everyone(
     bob = join_over_rest(web_server, sid, "Bob")
     with WsClient(web_server.port, bob["websocket_token"]) as raw:
         raw.wait_for("session_state")
-        ann = open_tab(
-            DESKTOP, geolocation=MUNICH, permissions=["geolocation"], reduced_motion="reduce"
-        )
+        ann, _ = ann_fitted_at_munich(web_server, open_tab, sid, DESKTOP)
         page = ann.page
-        ann_id = join(page, web_server, sid, "Ann")
-        wait_for_markers(page, [ann_id])
-        wait_for_single_fit(page)
         far = (GARCHING["latitude"], GARCHING["longitude"])
         assert not inside(map_state(page), *far)  # at zoom 17 around Ann: far off screen
 
