@@ -4,6 +4,7 @@ python -m benchmarks run SCENARIO [--quick] [--target URL] [--out DIR] [--durati
                                   [--workers N | --nodes N [--sticky | --split]]
 python -m benchmarks run realistic [--quick] [--participants N] [--compare-fixed]
 python -m benchmarks cluster [--quick] [--duration S] [--workers N] [--sticky] [--split]
+                             [--unaffine]
                              [--fixed-window]
 python -m benchmarks compare [--quick] [--duration S] [--workers N]
 python -m benchmarks report [--markdown | --update-readme README.md]
@@ -130,6 +131,12 @@ def main(argv: list[str] | None = None) -> int:
         "following the load: the legs' CPU per delivery then compare at the same batching",
     )
     cluster.add_argument(
+        "--unaffine",
+        action="store_true",
+        help="one more leg: the workers without session affinity (worker-affinity none:"
+        " every session split over the workers, as before the hand-over)",
+    )
+    cluster.add_argument(
         "--split",
         action="store_true",
         help="one more leg: the same nodes, member j of every session on node j mod N "
@@ -213,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             single_pinned=args.single_pinned,
             sticky=args.sticky,
             split=args.split,
+            unaffine=args.unaffine,
             fixed_window=args.fixed_window,
         )
         print(summary_line(summary))

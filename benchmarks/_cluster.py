@@ -14,8 +14,13 @@ The legs:
 
 * ``1 process``: one ``locshare serve``, no Redis;
 * ``N workers``: ``locshare serve --workers N``; the kernel spreads the connections over
-  the workers (SO_REUSEPORT), as a round-robin load balancer would, so every session has
-  members on every worker and each worker needs the other's positions, through Redis;
+  the workers (SO_REUSEPORT), as a round-robin load balancer would, and each worker
+  hands a WebSocket whose session another worker owns over to that worker
+  (``worker-affinity session``, the default; ``locshare/net/_handoff.py``), so every
+  session stays in one process;
+* ``N workers (no affinity)`` (``--unaffine``): the same with ``worker-affinity none``:
+  every session has members on every worker and each worker needs the other's
+  positions, through Redis (the workers' leg before the hand-over);
 * ``N nodes (sticky)`` (``--sticky``): N ``locshare serve`` processes on ports of their
   own, one Redis and one PostgreSQL started by the harness (``_nodes.py``), every
   participant of a session connected to the node a hash of the session id picks (as
@@ -86,7 +91,12 @@ class Leg:
 
 
 def cluster_legs(
-    workers: int, *, single_pinned: bool = False, sticky: bool = False, split: bool = False
+    workers: int,
+    *,
+    single_pinned: bool = False,
+    sticky: bool = False,
+    split: bool = False,
+    unaffine: bool = False,
 ) -> list[Leg]:
     """The legs of one ``cluster`` run, in order (see the module docstring)."""
     from ._nodes import NodesSystem
@@ -95,6 +105,16 @@ def cluster_legs(
         Leg("single", "1 process", lambda: LocshareSystem(workers=1), shared=not single_pinned),
         Leg(f"workers-{workers}", f"{workers} workers", lambda: LocshareSystem(workers=workers)),
     ]
+    if unaffine:
+        legs.append(
+            Leg(
+                f"workers-{workers}-unaffine",
+                f"{workers} workers (no affinity)",
+                lambda: LocshareSystem(
+                    workers=workers, extra_env={"LOCSHARE_WORKER_AFFINITY": "none"}
+                ),
+            )
+        )
     if sticky:
         legs.append(
             Leg(
@@ -120,6 +140,7 @@ def run_cluster(
     single_pinned: bool = False,
     sticky: bool = False,
     split: bool = False,
+    unaffine: bool = False,
     fixed_window: bool = False,
 ) -> tuple[Path, dict[str, Any]]:
     sc = _workload(opts)
@@ -129,7 +150,9 @@ def run_cluster(
     _speed.reference(opts.speed_repeats)  # before any server starts
     _server.fix_flush_window(fixed_window)
     legs = []
-    for leg in cluster_legs(workers, single_pinned=single_pinned, sticky=sticky, split=split):
+    for leg in cluster_legs(
+        workers, single_pinned=single_pinned, sticky=sticky, split=split, unaffine=unaffine
+    ):
         _server.share_cores(leg.shared)
         progress = _run.Progress(f"cluster {leg.label}", opts.progress)
         progress.note(f"{sc.participants:,} participants against {leg.label}")

@@ -117,6 +117,7 @@ class LocshareSystem(System):
         host: str = "127.0.0.1",
         netns: str | None = None,
         workers: int = 1,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         from locshare._version import __version__
 
@@ -134,7 +135,7 @@ class LocshareSystem(System):
                 self.notes.append("external target without --server-pid: no server CPU/RSS")
             return
         self.server = _server.start_server(
-            separate_db=separate_db, host=host, netns=netns, workers=workers
+            separate_db=separate_db, host=host, netns=netns, workers=workers, extra_env=extra_env
         )
         self.base_url = self.server.base_url
         self.pid = self.server.proc.pid

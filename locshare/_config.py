@@ -129,6 +129,26 @@ class Config:
         " --redis-url, a private redis-server (needs redis-server on PATH).",
         group="cluster",
     )
+    worker_affinity: str = _setting(
+        "session",
+        "With --workers N: 'session' passes each WebSocket to the worker that serves its"
+        " session (by session id), so a session stays in one process while that worker"
+        " runs; 'none' leaves the kernel's spread, every session split over the workers.",
+        choices=("session", "none"),
+        group="cluster",
+    )
+    handoff_dir: str = _setting(
+        "",
+        "Directory of the workers' hand-over sockets (set by the supervisor of --workers"
+        " for its workers; empty: no hand-over).",
+        group="cluster",
+    )
+    worker_slot: str = _setting(
+        "",
+        "This worker's place among the supervisor's, 'index/count' (set by the supervisor"
+        " of --workers, with handoff-dir).",
+        group="cluster",
+    )
     reuse_port: bool = _setting(
         False,
         "Listen with SO_REUSEPORT, sharing both ports with other locshare processes (set"
@@ -400,6 +420,13 @@ class Config:
             raise ConfigError(
                 f"{setting_label('workers')}={self.workers!r} must be a number from 1 to 256, or auto"
             )
+        if self.handoff_dir:
+            index, _, count = self.worker_slot.partition("/")
+            if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+                raise ConfigError(
+                    f"{setting_label('handoff_dir')} needs {setting_label('worker_slot')}"
+                    f" as index/count, got {self.worker_slot!r}"
+                )
         if self.redis_url and not self.jwt_secret:
             raise ConfigError(
                 f"cluster mode ({setting_label('redis_url')}) needs {setting_label('jwt_secret')}:"

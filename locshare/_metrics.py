@@ -70,6 +70,22 @@ COUNTERS: dict[str, tuple[str, str]] = {
         "connections_opened",
         "WebSocket connections attached to a session.",
     ),
+    "locshare_handoffs_sent": (
+        "handoffs_sent",
+        "WebSockets passed to the worker that serves their session (--workers).",
+    ),
+    "locshare_handoffs_received": (
+        "handoffs_received",
+        "WebSockets taken over from another worker (--workers).",
+    ),
+    "locshare_handoffs_failed": (
+        "handoffs_failed",
+        "Hand-overs that could not be sent (worker restarting, queue full): served here.",
+    ),
+    "locshare_handoffs_refused": (
+        "handoffs_refused",
+        "Malformed hand-over datagrams, closed unread.",
+    ),
     "locshare_embedded_db_restarts": (
         "embedded_db_restarts",
         "Restarts of the embedded PostgreSQL after its postmaster died.",

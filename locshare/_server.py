@@ -23,6 +23,7 @@ import logging
 import signal
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -36,6 +37,7 @@ from ._config import Config
 from ._metrics import Metrics
 from .cluster import open_bus
 from .net._front import NoWebSockets, serve_http
+from .net._handoff import Handoff, parse_slot
 from .net._http import create_app
 from .net._wsserver import open_listeners, serve_websockets
 from .runtime import RuntimeSettings, open_hub
@@ -151,6 +153,10 @@ async def run_server(
                     middleware, mode="legacy", trusted_hops=config.trusted_proxy_hops
                 )
             app.asgi_app = cast(Any, middleware)  # type: ignore[method-assign]
+            handoff = None
+            if config.handoff_dir:
+                index, count = parse_slot(config.worker_slot)
+                handoff = Handoff(Path(config.handoff_dir), index, count, hub.stats)
             http_listeners = await open_listeners(
                 config.host, config.port, backlog=2048, reuse_port=config.reuse_port
             )
@@ -168,6 +174,7 @@ async def run_server(
                         trusted_proxy_hops=config.trusted_proxy_hops,
                         shutdown_trigger=shutdown.wait,
                         max_body_bytes=config.max_body_bytes,
+                        handoff=handoff,
                     )
                 )
                 signal_scope = trio.CancelScope()
@@ -185,6 +192,8 @@ async def run_server(
                             config.ws_port,
                             max_message_bytes=config.max_message_bytes,
                             reuse_port=config.reuse_port,
+                            handoff=handoff,
+                            trusted_proxy_hops=config.trusted_proxy_hops,
                         )
                     )
                     service.urls = PublicUrls(

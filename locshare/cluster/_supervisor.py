@@ -118,6 +118,10 @@ class Supervisor:
             redis_dir = self.data_dir / "redis"
             if not redis_url:
                 redis_url, redis = await self._start_redis(redis_dir)
+            # Session affinity: each worker's hand-over socket (net/_handoff.py).
+            handoff_dir = ""
+            if config.worker_affinity == "session":
+                handoff_dir = str(_fresh_directory(self.data_dir / "workers"))
             http = reserve_port(config.host, config.port)
             ws = reserve_port(config.host, config.ws_port)
             try:
@@ -137,6 +141,7 @@ class Supervisor:
                         ws_port=str(ws.getsockname()[1]),
                         reuse_port="true",
                         workers="1",
+                        handoff_dir=handoff_dir,
                     )
                     log.info(
                         "starting workers",
@@ -156,6 +161,8 @@ class Supervisor:
             finally:
                 http.close()
                 ws.close()
+                if handoff_dir:
+                    shutil.rmtree(handoff_dir, ignore_errors=True)
                 if redis is not None:
                     redis.terminate()
                     with trio.move_on_after(5) as waited:
@@ -180,7 +187,11 @@ class Supervisor:
 
     async def _keep_running(self, index: int, environment: dict[str, str]) -> None:
         backoff = BACKOFF_MIN_S
-        env = {**environment, env_name("node_id"): f"{socket.gethostname()}-w{index}"}
+        env = {
+            **environment,
+            env_name("node_id"): f"{socket.gethostname()}-w{index}",
+            env_name("worker_slot"): f"{index}/{self.count}",
+        }
         while True:
             process = await trio.lowlevel.open_process(worker_command(), env=env)
             self.processes[index] = process

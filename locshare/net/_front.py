@@ -77,6 +77,7 @@ from ._wsserver import (
 if TYPE_CHECKING:
     from ..runtime import Hub
     from ..runtime._stats import HubStats
+    from ._handoff import Handoff
 
 log = logging.getLogger("locshare.http")
 
@@ -396,6 +397,7 @@ class FrontDoor:
     max_message_bytes: int
     trusted_proxy_hops: int
     max_body_bytes: int | None = None
+    handoff: Handoff | None = None
 
     async def serve(self, stream: trio.SocketStream) -> None:
         owned = True  # until the WebSocket admission takes the socket
@@ -443,6 +445,7 @@ class FrontDoor:
             self.max_message_bytes,
             received=received,
             trusted_proxy_hops=self.trusted_proxy_hops,
+            handoff=self.handoff,
         )
 
     async def _hypercorn(
@@ -557,6 +560,7 @@ async def serve_http(
     trusted_proxy_hops: int,
     shutdown_trigger: Callable[[], Awaitable[None]],
     max_body_bytes: int | None = None,
+    handoff: Handoff | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the REST port on ``listeners`` until ``shutdown_trigger`` returns.
@@ -579,6 +583,7 @@ async def serve_http(
         max_message_bytes,
         trusted_proxy_hops,
         max_body_bytes,
+        handoff,
     )
     async with trio.open_nursery() as lifespan_nursery:
         await lifespan_nursery.start(lifespan.handle_lifespan)

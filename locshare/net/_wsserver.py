@@ -76,6 +76,7 @@ from ..runtime._transport import ConnectionClosed, Transport
 if TYPE_CHECKING:
     from ..runtime import Hub
     from ..runtime._stats import HubStats
+    from ._handoff import Handoff
 
 log = logging.getLogger("locshare.ws")
 
@@ -359,12 +360,15 @@ async def serve_stream(
     *,
     received: bytes = b"",
     trusted_proxy_hops: int = 0,
+    handoff: Handoff | None = None,
 ) -> None:
     """Handshake on ``stream`` and hand it to its session (or refuse it with HTTP).
 
     ``received``: bytes already read from the stream (the REST port's front door read
     the request head to route it here).  ``trusted_proxy_hops``: read the client's
-    address from ``X-Forwarded-For`` (the REST port behind a reverse proxy).  Works on
+    address from ``X-Forwarded-For`` (the REST port behind a reverse proxy).
+    ``handoff``: with ``--workers N``, pass a connection whose session another worker
+    serves to that worker, before anything is answered (``_handoff.py``).  Works on
     any trio stream (TCP here; in-memory streams in the time-driven tests).
     """
     handed_over = False
@@ -403,6 +407,12 @@ async def serve_stream(
                 await _reject(stream, ws, 404, "not_found", "WebSocket endpoint is /ws")
                 return
             token = (parse_qs(query).get("token") or [""])[0]
+            if (
+                handoff is not None
+                and isinstance(stream, trio.SocketStream)
+                and _hand_over(hub, handoff, stream, token, buffered, trusted_proxy_hops > 0)
+            ):
+                return  # the owner has the socket; closing ours leaves the connection open
             address = forwarded_client(
                 request.extra_headers, trusted_proxy_hops, peer_address(stream)
             )
@@ -434,6 +444,25 @@ async def serve_stream(
     finally:
         if not handed_over:
             await trio.aclose_forcefully(stream)
+
+
+def _hand_over(
+    hub: Hub,
+    handoff: Handoff,
+    stream: trio.SocketStream,
+    token: str,
+    received: bytes,
+    proxied: bool,
+) -> bool:
+    """Pass the connection to the worker that owns its session, if that is another one.
+
+    A token that does not verify stays here, where the admission refuses it properly."""
+    try:
+        claims = hub.tokens.verify(token, hub.clock.now())
+    except LocshareError:
+        return False
+    owner = handoff.owner(claims.session_id)
+    return handoff.send(stream, received, proxied=proxied, owner=owner)
 
 
 async def contained(
@@ -538,16 +567,33 @@ async def serve_websockets(
     *,
     max_message_bytes: int,
     reuse_port: bool = False,
+    handoff: Handoff | None = None,
+    trusted_proxy_hops: int = 0,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Listen on ``host:port`` until cancelled; ``task_status.started(bound_port)``."""
+    """Listen on ``host:port`` until cancelled; ``task_status.started(bound_port)``.
+
+    With ``handoff``, also take the connections other workers hand to this one (from
+    either port: ``trusted_proxy_hops`` applies to those that came through the REST
+    port, as there)."""
     listeners = await open_listeners(host, port, backlog=4096, reuse_port=reuse_port)
     bound = listeners[0].socket.getsockname()[1]
 
     async def handler(stream: trio.SocketStream) -> None:
-        await serve_stream(hub, stream, max_message_bytes)
+        await serve_stream(hub, stream, max_message_bytes, handoff=handoff)
+
+    async def handed_over(stream: trio.SocketStream, received: bytes, proxied: bool) -> None:
+        async def admit(stream: trio.SocketStream) -> None:
+            hops = trusted_proxy_hops if proxied else 0
+            await serve_stream(
+                hub, stream, max_message_bytes, received=received, trusted_proxy_hops=hops
+            )
+
+        await contained(admit, stream, stats=hub.stats, listener="handoff")
 
     async with trio.open_nursery() as nursery:
+        if handoff is not None:
+            await nursery.start(handoff.receive, handed_over, nursery)
         task_status.started(bound)
         await serve_listeners(
             handler, listeners, stats=hub.stats, name="websocket", connections=nursery

@@ -73,6 +73,10 @@ class HubStats:
     flood_disconnects: int = 0
     connections_opened: int = 0
     embedded_db_restarts: int = 0
+    handoffs_sent: int = 0
+    handoffs_received: int = 0
+    handoffs_failed: int = 0
+    handoffs_refused: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     flush_seconds: Histogram = field(default_factory=Histogram)
     fanout_seconds: Histogram = field(default_factory=Histogram)

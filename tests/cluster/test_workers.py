@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,103 @@ async def test_two_workers_serve_one_session(tmp_path: Path) -> None:
                 while any(child.is_running() and child.status() != "zombie" for child in children):
                     await trio.sleep(0.1)
             assert not (tmp_path / "data" / "redis").exists()
+            nursery.cancel_scope.cancel()
+
+
+def worker_slots(supervisor: Supervisor) -> dict[int, psutil.Process]:
+    """The live workers by their slot index (``LOCSHARE_WORKER_SLOT``, index/count)."""
+    slots = {}
+    for worker in supervisor.workers():
+        try:
+            slot = worker.environ().get("LOCSHARE_WORKER_SLOT", "")
+        except (psutil.ZombieProcess, psutil.NoSuchProcess):
+            continue
+        slots[int(slot.partition("/")[0])] = worker
+    return slots
+
+
+def client_ports_of(worker: psutil.Process, ports: set[int]) -> set[int]:
+    """The peers' ports of ``worker``'s established connections on ``ports``."""
+    return {
+        c.raddr.port
+        for c in worker.net_connections(kind="tcp")
+        if c.status == psutil.CONN_ESTABLISHED and c.laddr.port in ports and c.raddr
+    }
+
+
+async def test_each_session_stays_in_the_worker_that_owns_it(tmp_path: Path) -> None:
+    """Session affinity: whichever worker the kernel gives a connection to, the socket
+    ends in the worker that owns its session (session id modulo the workers), through
+    both ports; while that worker is down its sessions are served by the other, and
+    afterwards the restarted worker takes them again."""
+    redis_required()
+    with trio.fail_after(240):
+        async with trio.open_nursery() as nursery:
+            supervisor = Supervisor(tmp_path / "data")
+            await supervisor.start(nursery)
+            sockets_dir = tmp_path / "data" / "workers"
+            with trio.fail_after(30):
+                while len(supervisor.workers()) < 2 or len(list(sockets_dir.glob("w*.sock"))) < 2:
+                    await trio.sleep(0.1)
+            ports = {supervisor.port, supervisor.ws_port}
+            base = f"http://127.0.0.1:{supervisor.port}"
+            by_owner: dict[int, tuple[str, list[dict[str, Any]]]] = {}
+            async with httpx.AsyncClient(base_url=base) as http:
+                while len(by_owner) < 2:
+                    sid = (await http.post("/api/sessions", json={})).json()["session_id"]
+                    owner = uuid.UUID(sid).int % 2
+                    if owner not in by_owner:
+                        people = [await join(http, sid, f"p{i}") for i in range(8)]
+                        by_owner[owner] = (sid, people)
+
+                async def connect_one(
+                    person: dict[str, Any], port: int, clients: trio.Nursery
+                ) -> Any:
+                    ws = await clients.start(_hold, port, f"/ws?token={person['websocket_token']}")
+                    assert orjson.loads(await ws.get_message())["type"] == "session_state"
+                    return ws
+
+                async with trio.open_nursery() as clients:
+                    local_ports: dict[int, set[int]] = {0: set(), 1: set()}
+                    for owner, (_sid, people) in by_owner.items():
+                        for i, person in enumerate(people):
+                            # Half through the dedicated port, half through the REST port.
+                            port = supervisor.ws_port if i % 2 else supervisor.port
+                            ws = await connect_one(person, port, clients)
+                            local_ports[owner].add(ws.local.port)
+                    slots = worker_slots(supervisor)
+                    with trio.fail_after(10):
+                        while any(
+                            client_ports_of(slots[owner], ports) < local_ports[owner]
+                            for owner in (0, 1)
+                        ):
+                            await trio.sleep(0.1)
+                    for owner in (0, 1):
+                        held = client_ports_of(slots[owner], ports)
+                        assert local_ports[owner] <= held
+                        assert not local_ports[1 - owner] & held
+                    # The owner of session 0 dies: its members reconnect to the other
+                    # worker, which serves them while the hand-over has nowhere to go.
+                    victim = slots[0]
+                    victim.kill()
+                    victim.wait(10)
+                    sid0, people0 = by_owner[0]
+                    ws = await connect_one(people0[0], supervisor.ws_port, clients)
+                    assert ws.local.port in client_ports_of(slots[1], ports)
+                    # Once the slot's worker runs again, new connections go to it.
+                    with trio.fail_after(60):
+                        while True:
+                            restarted = worker_slots(supervisor).get(0)
+                            if restarted is not None and restarted.pid != victim.pid:
+                                ws = await connect_one(people0[1], supervisor.ws_port, clients)
+                                if ws.local.port in client_ports_of(restarted, ports):
+                                    break
+                                await ws.aclose()
+                            await trio.sleep(0.2)
+                    clients.cancel_scope.cancel()
+            supervisor.proc.send_signal(signal.SIGTERM)
+            assert await supervisor.proc.wait() == 0
+            assert not sockets_dir.exists()
             nursery.cancel_scope.cancel()
 
 
