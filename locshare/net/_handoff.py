@@ -24,7 +24,8 @@ Rules:
        one descriptor of a stream socket; anything else is closed and counted.  The
        sockets live in a directory of mode 0700 and are mode 0600: only processes of
        the server's own user can send to them.
-    4. Non-blocking sends: a worker never waits for another.
+    4. A hand-over waits at most ``SEND_WAIT_S`` for room in the owner's queue; a
+       stuck owner never holds up more than the connections it should serve.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import socket
 import stat
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -56,9 +57,14 @@ FLAG_PROXIED: Final = 1  # accepted on the REST port: X-Forwarded-For applies
 MAX_PAYLOAD_BYTES: Final = 96 * 1024
 _DATAGRAM_BYTES: Final = len(MAGIC) + 1 + MAX_PAYLOAD_BYTES
 _MAX_FDS: Final = 4  # room to receive (and close) a few more than the one allowed
-_SEND_ERRNOS_QUIET: Final = frozenset(
-    {"ENOENT", "ECONNREFUSED", "EAGAIN", "EWOULDBLOCK", "ENOBUFS", "EMSGSIZE"}
-)
+# How long a hand-over waits for room in the owner's queue before the connection is
+# served where it landed (the owner is stuck, or far behind).
+SEND_WAIT_S: Final = 1.0
+RECEIVE_BATCH: Final = 256  # datagrams taken per wake-up before yielding
+# The owner restarted (a connected socket to its old endpoint refuses): connect again.
+_RECONNECT_ERRNOS: Final = frozenset({errno.ECONNREFUSED, errno.ENOTCONN, errno.ECONNRESET})
+# The owner not running (yet): expected during a restart, not worth a log line.
+_QUIET_ERRNOS: Final = frozenset({errno.ENOENT, errno.ECONNREFUSED})
 
 Handler = Callable[[trio.SocketStream, bytes, bool], Awaitable[None]]
 
@@ -70,6 +76,8 @@ def socket_path(directory: str | Path, index: int) -> Path:
 def parse_slot(slot: str) -> tuple[int, int]:
     """``"index/count"`` (the supervisor's ``worker_slot``) -> (index, count)."""
     index_text, _, count_text = slot.partition("/")
+    if not (index_text.isdigit() and count_text.isdigit()):
+        raise ValueError(f"worker slot {slot!r}: expected index/count")
     index, count = int(index_text), int(count_text)
     if not 0 <= index < count:
         raise ValueError(f"worker slot {slot!r}: need 0 <= index < count")
@@ -84,39 +92,78 @@ class Handoff:
     index: int
     count: int
     stats: HubStats
-
-    def __post_init__(self) -> None:
-        self._out = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._out.setblocking(False)
-        self._out.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2 * _DATAGRAM_BYTES)
+    wait_s: float = SEND_WAIT_S
+    _peers: dict[int, tuple[socket.socket, trio.Lock]] = field(init=False, default_factory=dict)
 
     def owner(self, session_id: uuid.UUID) -> int:
         """The worker that serves ``session_id`` (the id's low bits are random)."""
         return session_id.int % self.count
 
-    def send(
+    async def send(
         self, stream: trio.SocketStream, received: bytes, *, proxied: bool, owner: int
     ) -> bool:
         """Pass ``stream`` (and the bytes read from it) to worker ``owner``; ``True`` if
-        it went, and then this worker must close its own descriptor and nothing else."""
-        if owner == self.index or len(received) > MAX_PAYLOAD_BYTES:
+        it went, and then this worker must close its own descriptor and nothing else.
+
+        Waits at most ``wait_s`` for room in the owner's queue (the kernel queues only
+        ``net.unix.max_dgram_qlen`` datagrams, 10 by default: a burst of connections
+        fills it at once), then gives up: the caller serves the connection."""
+        if owner == self.index or not 0 <= owner < self.count:
             return False
-        header = MAGIC + bytes([FLAG_PROXIED if proxied else 0])
-        fds = array.array("i", [stream.socket.fileno()])
-        try:
-            self._out.sendmsg(
-                [header, received],
-                [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)],
-                0,
-                str(socket_path(self.directory, owner)),
-            )
-        except OSError as exc:
+        if len(received) > MAX_PAYLOAD_BYTES:
             self.stats.handoffs_failed += 1
-            if errno.errorcode.get(exc.errno or 0, "") not in _SEND_ERRNOS_QUIET:
-                log.warning("hand-over to worker %d failed (%s); serving here", owner, exc)
             return False
-        self.stats.handoffs_sent += 1
-        return True
+        message = [MAGIC + bytes([FLAG_PROXIED if proxied else 0]), received]
+        ancillary = [
+            (socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [stream.socket.fileno()]))
+        ]
+        failure: OSError | None = None
+        with trio.move_on_after(self.wait_s):
+            for attempt in range(2):
+                try:
+                    sock, lock = self._peer(owner)
+                    async with lock:  # one waiter per descriptor, as trio requires
+                        while True:
+                            try:
+                                sock.sendmsg(message, ancillary)
+                            except BlockingIOError:
+                                await trio.lowlevel.wait_writable(sock)
+                                continue
+                            self.stats.handoffs_sent += 1
+                            return True
+                except OSError as exc:
+                    # The owner restarted (its old endpoint refuses) or is not there yet.
+                    self._forget(owner)
+                    failure = exc
+                    if attempt == 0 and exc.errno in _RECONNECT_ERRNOS:
+                        continue
+                    break
+        self.stats.handoffs_failed += 1
+        if failure is not None and failure.errno not in _QUIET_ERRNOS:
+            log.warning("hand-over to worker %d failed (%s); serving here", owner, failure)
+        return False
+
+    def _peer(self, owner: int) -> tuple[socket.socket, trio.Lock]:
+        """A datagram socket connected to ``owner``'s (connected: so that waiting for
+        room works, through the kernel's peer wake-up)."""
+        peer = self._peers.get(owner)
+        if peer is None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            try:
+                sock.setblocking(False)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * _DATAGRAM_BYTES)
+                sock.connect(str(socket_path(self.directory, owner)))
+            except OSError:
+                sock.close()
+                raise
+            peer = self._peers[owner] = (sock, trio.Lock())
+        return peer
+
+    def _forget(self, owner: int) -> None:
+        peer = self._peers.pop(owner, None)
+        if peer is not None:
+            trio.lowlevel.notify_closing(peer[0])
+            peer[0].close()
 
     async def receive(
         self,
@@ -131,21 +178,30 @@ class Handoff:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # left by this slot's previous worker
-        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
-            await sock.bind(str(path))
+            sock.setblocking(False)
+            sock.bind(str(path))
             os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * _DATAGRAM_BYTES)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * _DATAGRAM_BYTES)
             task_status.started()
             ancillary = socket.CMSG_SPACE(_MAX_FDS * array.array("i").itemsize)
             while True:
-                data, ancdata, flags, _ = await sock.recvmsg(_DATAGRAM_BYTES, ancillary)
-                stream = self._accept(data, ancdata, flags)
-                if stream is not None:
-                    self.stats.handoffs_received += 1
-                    proxied = bool(data[len(MAGIC)] & FLAG_PROXIED)
-                    connections.start_soon(handler, stream, data[len(MAGIC) + 1 :], proxied)
+                await trio.lowlevel.wait_readable(sock)
+                # Everything queued, in one go (a burst of connections fills the queue).
+                for _ in range(RECEIVE_BATCH):
+                    try:
+                        data, ancdata, flags, _ = sock.recvmsg(_DATAGRAM_BYTES, ancillary)
+                    except BlockingIOError:
+                        break
+                    stream = self._accept(data, ancdata, flags)
+                    if stream is not None:
+                        self.stats.handoffs_received += 1
+                        proxied = bool(data[len(MAGIC)] & FLAG_PROXIED)
+                        connections.start_soon(handler, stream, data[len(MAGIC) + 1 :], proxied)
+                await trio.lowlevel.checkpoint()
         finally:
+            trio.lowlevel.notify_closing(sock)
             sock.close()
             with contextlib.suppress(OSError):
                 path.unlink()
@@ -182,7 +238,13 @@ class Handoff:
             for fd in fds:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-            log.warning("refused a malformed hand-over datagram (%d descriptors)", len(fds))
+            refused = self.stats.handoffs_refused
+            if refused & (refused - 1) == 0:  # the 1st, 2nd, 4th...: a flood cannot flood the log
+                log.warning(
+                    "refused a malformed hand-over datagram (%d descriptors; %d so far)",
+                    len(fds),
+                    refused,
+                )
             return None
         try:
             return trio.SocketStream(trio.socket.from_stdlib_socket(sock))
@@ -192,4 +254,5 @@ class Handoff:
             return None
 
     def close(self) -> None:
-        self._out.close()
+        for owner in list(self._peers):
+            self._forget(owner)

@@ -410,7 +410,7 @@ async def serve_stream(
             if (
                 handoff is not None
                 and isinstance(stream, trio.SocketStream)
-                and _hand_over(hub, handoff, stream, token, buffered, trusted_proxy_hops > 0)
+                and await _hand_over(hub, handoff, stream, token, buffered, trusted_proxy_hops > 0)
             ):
                 return  # the owner has the socket; closing ours leaves the connection open
             address = forwarded_client(
@@ -446,7 +446,7 @@ async def serve_stream(
             await trio.aclose_forcefully(stream)
 
 
-def _hand_over(
+async def _hand_over(
     hub: Hub,
     handoff: Handoff,
     stream: trio.SocketStream,
@@ -462,7 +462,7 @@ def _hand_over(
     except LocshareError:
         return False
     owner = handoff.owner(claims.session_id)
-    return handoff.send(stream, received, proxied=proxied, owner=owner)
+    return await handoff.send(stream, received, proxied=proxied, owner=owner)
 
 
 async def contained(

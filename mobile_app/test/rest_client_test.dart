@@ -149,4 +149,19 @@ void main() {
       throwsA(isA<ApiException>().having((e) => e.code, 'code', 'bad_response')),
     );
   });
+
+  test('the socket URI carries the token and the session id (for sticky routing)', () {
+    final joined = JoinedSession.fromJson({
+      'user_id': 'u-1',
+      'session_id': sessionId,
+      'display_name': 'Ann',
+      'avatar_color': '#4363D8',
+      'websocket_token': 'tok.en',
+      'websocket_url': 'ws://localhost:8081/ws',
+    });
+    final uri = joined.socketUri(Uri.parse('http://192.168.1.20:8080'));
+    expect(uri.host, '192.168.1.20');
+    expect(uri.path, '/ws');
+    expect(uri.queryParameters, {'token': 'tok.en', 'session': sessionId});
+  });
 }

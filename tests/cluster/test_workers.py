@@ -199,7 +199,7 @@ async def test_each_session_stays_in_the_worker_that_owns_it(tmp_path: Path) -> 
                     victim = slots[0]
                     victim.kill()
                     victim.wait(10)
-                    sid0, people0 = by_owner[0]
+                    _sid0, people0 = by_owner[0]
                     ws = await connect_one(people0[0], supervisor.ws_port, clients)
                     assert ws.local.port in client_ports_of(slots[1], ports)
                     # Once the slot's worker runs again, new connections go to it.

@@ -15,6 +15,7 @@ import uuid
 import zlib
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from playwright.sync_api import Page, Route, expect
@@ -138,6 +139,8 @@ def test_two_people_share_follow_leave_and_the_session_ends(
     expect(ann.page.locator("#preview")).to_have_text("AL")
     ann.page.evaluate("document.activeElement.blur()")  # no focus ring in the screenshot
     screenshot(ann.page, "join-page-phone")
+    sockets: list[str] = []
+    ann.page.on("websocket", lambda ws: sockets.append(ws.url))
     ann_id = join(ann.page, web_server, sid, "Ann Lee", color="#4363d8")
     bob_id = join(bob.page, web_server, sid, "Bob", color="#f58231")
     assert ann_id != bob_id
@@ -146,6 +149,10 @@ def test_two_people_share_follow_leave_and_the_session_ends(
         listed = http.get(f"/api/sessions/{sid}/participants", headers=token).json()
     colors = {p["display_name"]: p["avatar_color"] for p in listed["participants"]}
     assert colors == {"Ann Lee": "#4363D8", "Bob": "#F58231"}
+
+    # The socket names its session for a load balancer (deploy's #sticky variant).
+    assert sockets, "the page opened no WebSocket"
+    assert all(parse_qs(urlsplit(url).query).get("session") == [sid] for url in sockets)
 
     # Each sees both, and the map (following the server's hints) fits both.
     for tab in (ann, bob):

@@ -33,8 +33,15 @@ export class LiveConnection {
    * onStop(reason) for a final close; onRefused() when a socket closed before it ever
    * opened (browsers hide the HTTP status of a refused upgrade: the page asks REST).
    */
-  constructor(token, { onFrame, onStatus, onStop, onRefused, onOpen }) {
-    this.url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws?token=${encodeURIComponent(token)}`;
+  /**
+   * `session`: the session id, sent as the `session` query parameter; the server
+   * ignores it, a load balancer can route on it (deploy/compose/nginx.conf, #sticky).
+   */
+  constructor(token, { onFrame, onStatus, onStop, onRefused, onOpen, session }) {
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const query = new URLSearchParams({ token });
+    if (session) query.set("session", session);
+    this.url = `${scheme}://${location.host}/ws?${query}`;
     Object.assign(this, { onFrame, onStatus, onStop, onRefused, onOpen });
     this.ws = null;
     this.attempt = 0;

@@ -267,6 +267,7 @@ function startLive(me) {
   setFollowing(true);
   document.addEventListener("visibilitychange", sendVisibility);
   conn = new LiveConnection(me.websocket_token, {
+    session: sessionId,
     onOpen: () => {
       sendViewport();
       sendVisibility(); // a new connection counts as visible until told otherwise

@@ -81,7 +81,9 @@ class JoinedSession {
   final String websocketToken;
   final String websocketUrl;
 
-  /// `websocket_url + "?token=" + websocket_token`. A server started without
+  /// `websocket_url + "?token=" + websocket_token`, plus `session=<session id>`:
+  /// the server ignores it, a load balancer can route on it (deploy/compose/nginx.conf,
+  /// the #sticky variant keeps a session's sockets on one node). A server started without
   /// LOCSHARE_PUBLIC_URL hands out `ws://localhost:...`, which on a phone or
   /// emulator is the device itself: such a loopback host is replaced by the host
   /// the REST API was reached at.
@@ -91,7 +93,11 @@ class JoinedSession {
     if (loopback.contains(uri.host) && !loopback.contains(apiBase.host)) {
       uri = uri.replace(host: apiBase.host);
     }
-    return uri.replace(queryParameters: {...uri.queryParameters, 'token': websocketToken});
+    return uri.replace(queryParameters: {
+      ...uri.queryParameters,
+      'token': websocketToken,
+      'session': sessionId,
+    });
   }
 }
 
