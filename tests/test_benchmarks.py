@@ -785,18 +785,26 @@ def _bench(*args: str, timeout: float = 280) -> subprocess.CompletedProcess[str]
 
 @pytest.mark.slow
 def test_cluster_end_to_end(tmp_path: Path) -> None:
-    """``cluster --quick --sticky`` at a tiny size: one process, 2 workers, then 2 nodes
-    with sticky placement, in one invocation; each worker, node and Redis measured
-    apart, what Redis relayed counted; the README renders the table."""
+    """``cluster --quick --sticky --unaffine`` at a tiny size: one process, 2 workers
+    (session affinity), the same without it, then 2 nodes with sticky placement, in one
+    invocation; each worker, node and Redis measured apart, what Redis relayed counted;
+    the README renders the table."""
     out = tmp_path / "cluster"
     done = _bench(
-        "benchmarks", "cluster", "--quick", "--sticky", "--sessions", "6", "--per-session", "5",
-        "--duration", "4", "--out", str(out), "--no-progress", timeout=420,
+        "benchmarks", "cluster", "--quick", "--sticky", "--unaffine", "--sessions", "6",
+        "--per-session", "5", "--duration", "4", "--out", str(out), "--no-progress",
+        timeout=540,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     summary = json.loads((out / "results.json").read_text())
-    assert [leg["leg"] for leg in summary["legs"]] == ["1 process", "2 workers", "2 nodes (sticky)"]
-    single, cluster, sticky = summary["legs"]
+    assert [leg["leg"] for leg in summary["legs"]] == [
+        "1 process", "2 workers", "2 workers (no affinity)", "2 nodes (sticky)",
+    ]  # fmt: skip
+    single, cluster, unaffine, sticky = summary["legs"]
+    # With affinity every session lives in one worker: Redis carries heartbeats and
+    # presence, not positions; without it every flush of every session crosses it.
+    assert unaffine["delivery_ratio"] == 1.0
+    assert unaffine["redis_bus"]["publishes_per_s"] > 3 * cluster["redis_bus"]["publishes_per_s"]
     assert single["delivery_ratio"] == cluster["delivery_ratio"] == sticky["delivery_ratio"] == 1.0
     assert set(cluster["cpu_s_per_million_by_worker"]) == {"worker 0", "worker 1"}
     assert set(sticky["cpu_s_per_million_by_worker"]) == {"node 0", "node 1"}
