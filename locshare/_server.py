@@ -157,6 +157,18 @@ async def run_server(
             if config.handoff_dir:
                 index, count = parse_slot(config.worker_slot)
                 handoff = Handoff(Path(config.handoff_dir), index, count, hub.stats)
+            if config.worker_slot:
+                stats = hub.stats
+                service.worker_state = lambda: {
+                    "slot": config.worker_slot,
+                    "affinity": "session" if handoff is not None else "none",
+                    "handoffs": {
+                        "sent": stats.handoffs_sent,
+                        "received": stats.handoffs_received,
+                        "failed": stats.handoffs_failed,
+                        "refused": stats.handoffs_refused,
+                    },
+                }
             http_listeners = await open_listeners(
                 config.host, config.port, backlog=2048, reuse_port=config.reuse_port
             )

@@ -260,6 +260,25 @@ def openapi_document(version: str) -> dict[str, Any]:
                 },
                 "active_sessions": {"type": "integer"},
                 "connections": {"type": "integer"},
+                "worker": {
+                    "type": "object",
+                    "description": "Only with --workers: this worker's place (index/count),"
+                    " whether it passes WebSockets to the worker that owns their session,"
+                    " and how many it passed, took over, could not pass, or refused.",
+                    "required": ["slot", "affinity", "handoffs"],
+                    "properties": {
+                        "slot": {"type": "string"},
+                        "affinity": {"enum": ["session", "none"]},
+                        "handoffs": {
+                            "type": "object",
+                            "required": ["sent", "received", "failed", "refused"],
+                            "properties": {
+                                name: {"type": "integer"}
+                                for name in ("sent", "received", "failed", "refused")
+                            },
+                        },
+                    },
+                },
                 "bus": {
                     "type": "object",
                     "required": ["kind", "state", "persistence", "node_id", "other_nodes"],

@@ -90,6 +90,8 @@ class Service:
         self.observe_request: Callable[[str, str, int, float], None] | None = None
         # The embedded PostgreSQL's supervisor state, shown by /health (None: external).
         self.embedded_database: Callable[[], str] | None = None
+        # With --workers: this worker's slot and its hand-overs (``_server.py``).
+        self.worker_state: Callable[[], dict[str, Any]] | None = None
 
     # --- helpers ------------------------------------------------------------------------
     def _authenticate(self, authorization: str | None) -> Claims:
@@ -333,6 +335,8 @@ class Service:
         }
         if self.embedded_database is not None:
             health["embedded_database"] = self.embedded_database()
+        if self.worker_state is not None:
+            health["worker"] = self.worker_state()
         return health
 
     def bus_state(self) -> str:

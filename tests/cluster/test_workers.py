@@ -194,6 +194,24 @@ async def test_each_session_stays_in_the_worker_that_owns_it(tmp_path: Path) -> 
                         held = client_ports_of(slots[owner], ports)
                         assert local_ports[owner] <= held
                         assert not local_ports[1 - owner] & held
+                    # /health/detailed of each worker (a fresh connection reaches either)
+                    # counts what it passed and took over: 16 sockets, each either kept
+                    # or passed once.
+                    seen: dict[str, dict[str, Any]] = {}
+                    with trio.fail_after(30):
+                        while len(seen) < 2:
+                            async with httpx.AsyncClient(base_url=base) as fresh:
+                                worker = (await fresh.get("/health/detailed")).json()["worker"]
+                                seen[worker["slot"]] = worker
+                    assert set(seen) == {"0/2", "1/2"}
+                    assert all(w["affinity"] == "session" for w in seen.values())
+                    sent = sum(w["handoffs"]["sent"] for w in seen.values())
+                    received = sum(w["handoffs"]["received"] for w in seen.values())
+                    assert sent == received > 0
+                    assert all(
+                        w["handoffs"]["failed"] == w["handoffs"]["refused"] == 0
+                        for w in seen.values()
+                    )
                     # The owner of session 0 dies: its members reconnect to the other
                     # worker, which serves them while the hand-over has nowhere to go.
                     victim = slots[0]
