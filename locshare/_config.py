@@ -137,16 +137,16 @@ class Config:
         choices=("session", "none"),
         group="cluster",
     )
-    handoff_dir: str = _setting(
+    workers_dir: str = _setting(
         "",
-        "Directory of the workers' hand-over sockets (set by the supervisor of --workers"
-        " for its workers; empty: no hand-over).",
+        "Directory of the workers' sockets for hand-overs and metrics (set by the"
+        " supervisor of --workers for its workers; empty: a single process).",
         group="cluster",
     )
     worker_slot: str = _setting(
         "",
         "This worker's place among the supervisor's, 'index/count' (set by the supervisor"
-        " of --workers, with handoff-dir).",
+        " of --workers, with workers-dir).",
         group="cluster",
     )
     reuse_port: bool = _setting(
@@ -420,11 +420,11 @@ class Config:
             raise ConfigError(
                 f"{setting_label('workers')}={self.workers!r} must be a number from 1 to 256, or auto"
             )
-        if self.handoff_dir:
+        if self.workers_dir:
             index, _, count = self.worker_slot.partition("/")
             if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
                 raise ConfigError(
-                    f"{setting_label('handoff_dir')} needs {setting_label('worker_slot')}"
+                    f"{setting_label('workers_dir')} needs {setting_label('worker_slot')}"
                     f" as index/count, got {self.worker_slot!r}"
                 )
         if self.redis_url and not self.jwt_secret:

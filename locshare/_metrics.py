@@ -11,10 +11,16 @@ ever becomes a label or a value.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Iterator
+import os
+import socket
+import stat
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+import trio
 from prometheus_client import (
     CollectorRegistry,
     PlatformCollector,
@@ -27,6 +33,7 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from .runtime._bus import BusStatistics
@@ -226,3 +233,122 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    async def scrape(self) -> bytes:
+        """``GET /metrics`` of a single process."""
+        return self.render()
+
+
+# --- --workers: one scrape for every worker ----------------------------------------------
+PEER_TIMEOUT_S = 2.0
+PEER_MAX_BYTES = 16 * 1024 * 1024
+
+
+def metrics_socket(directory: Path, index: int) -> Path:
+    return directory / f"m{index}.sock"
+
+
+def merge_worker_metrics(texts: Mapping[str, str | None]) -> bytes:
+    """Every worker's exposition text as one, each sample labelled ``worker``.
+
+    ``texts``: worker index -> its text, ``None`` for a worker that did not answer;
+    ``locshare_worker_scrape_up`` says which answered.  Families keep one HELP and TYPE
+    line (Prometheus refuses a family twice), samples of all workers under it."""
+    families: dict[str, Metric] = {}
+    up = GaugeMetricFamily(
+        "locshare_worker_scrape_up",
+        "1 for each worker whose metrics this scrape includes, 0 if it did not answer.",
+        labels=["worker"],
+    )
+    for worker, text in sorted(texts.items()):
+        up.add_metric([worker], 0 if text is None else 1)
+        if text is None:
+            continue
+        for family in text_string_to_metric_families(text):
+            merged = families.get(family.name)
+            if merged is None:
+                merged = families[family.name] = Metric(
+                    family.name, family.documentation, family.type, family.unit
+                )
+            for sample in family.samples:
+                merged.samples.append(sample._replace(labels={**sample.labels, "worker": worker}))
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families([*families.values(), up]))
+    return generate_latest(registry)
+
+
+class _Families(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
+
+
+class WorkerMetrics:
+    """``/metrics`` of a worker of ``--workers N``: all N workers' metrics.
+
+    Why: the workers share the REST port, so a scrape reaches one of them at random, and
+    Prometheus would see each counter jump between two processes' values (a reset at
+    every switch).  So each worker also serves its own metrics on a Unix socket in the
+    workers' directory, and a scrape of any worker gathers them all (a worker that does
+    not answer within ``PEER_TIMEOUT_S`` is left out and shown as such).
+    """
+
+    def __init__(self, metrics: Metrics, directory: Path, index: int, count: int) -> None:
+        self.metrics = metrics
+        self.directory = directory
+        self.index = index
+        self.count = count
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Answer each connection on this worker's socket with its own metrics."""
+        path = metrics_socket(self.directory, self.index)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            await sock.bind(str(path))
+            os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
+            sock.listen(16)
+            listener = trio.SocketListener(sock)
+            task_status.started()
+            async with trio.open_nursery() as nursery:
+                while True:
+                    stream = await listener.accept()
+                    nursery.start_soon(self._answer, stream)
+        finally:
+            sock.close()
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+    async def _answer(self, stream: trio.SocketStream) -> None:
+        with trio.move_on_after(PEER_TIMEOUT_S):
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await stream.send_all(self.metrics.render())
+        await trio.aclose_forcefully(stream)
+
+    async def scrape(self) -> bytes:
+        """``GET /metrics``: this worker's metrics and every other's that answers."""
+        texts: dict[str, str | None] = {str(self.index): self.metrics.render().decode()}
+
+        async def fetch(index: int) -> None:
+            texts[str(index)] = None
+            with trio.move_on_after(PEER_TIMEOUT_S):
+                with contextlib.suppress(OSError, trio.BrokenResourceError):
+                    stream = await trio.open_unix_socket(str(metrics_socket(self.directory, index)))
+                    async with stream:
+                        chunks, size = [], 0
+                        while chunk := await stream.receive_some(65536):
+                            size += len(chunk)
+                            if size > PEER_MAX_BYTES:
+                                return
+                            chunks.append(chunk)
+                        texts[str(index)] = b"".join(chunks).decode()
+
+        async with trio.open_nursery() as nursery:
+            for index in range(self.count):
+                if index != self.index:
+                    nursery.start_soon(fetch, index)
+        return merge_worker_metrics(texts)

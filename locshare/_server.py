@@ -34,13 +34,13 @@ from hypercorn.middleware import ProxyFixMiddleware
 from ._auth import TokenAuthority, load_or_create_secret
 from ._clock import WallClock
 from ._config import Config
-from ._metrics import Metrics
+from ._metrics import Metrics, WorkerMetrics
 from .cluster import open_bus
 from .net._front import NoWebSockets, serve_http
 from .net._handoff import Handoff, parse_slot
 from .net._http import create_app
 from .net._wsserver import open_listeners, serve_websockets
-from .runtime import RuntimeSettings, open_hub
+from .runtime import Hub, RuntimeSettings, open_hub
 from .runtime._service import PublicUrls, Service
 from .storage._embedded import EmbeddedSupervisor, start_embedded
 from .storage._postgres import PostgresStorage
@@ -136,12 +136,16 @@ async def run_server(
             metrics = Metrics(hub) if config.metrics else None
             if metrics is not None:
                 service.observe_request = metrics.observe_request
+            handoff, worker_metrics = _worker_parts(config, hub, metrics, service)
+            scrape = None if metrics is None else metrics.scrape
+            if worker_metrics is not None:
+                scrape = worker_metrics.scrape  # every worker's, labelled
             app = create_app(
                 service,
                 max_body_bytes=config.max_body_bytes,
                 tile_url=config.tile_url,
                 tile_attribution=config.tile_attribution,
-                render_metrics=None if metrics is None else metrics.render,
+                render_metrics=scrape,
             )
             # Quart's documented middleware hook: wrap app.asgi_app.  WebSockets never
             # reach the app (the front door routes them, net/_front.py).
@@ -153,22 +157,6 @@ async def run_server(
                     middleware, mode="legacy", trusted_hops=config.trusted_proxy_hops
                 )
             app.asgi_app = cast(Any, middleware)  # type: ignore[method-assign]
-            handoff = None
-            if config.handoff_dir:
-                index, count = parse_slot(config.worker_slot)
-                handoff = Handoff(Path(config.handoff_dir), index, count, hub.stats)
-            if config.worker_slot:
-                stats = hub.stats
-                service.worker_state = lambda: {
-                    "slot": config.worker_slot,
-                    "affinity": "session" if handoff is not None else "none",
-                    "handoffs": {
-                        "sent": stats.handoffs_sent,
-                        "received": stats.handoffs_received,
-                        "failed": stats.handoffs_failed,
-                        "refused": stats.handoffs_refused,
-                    },
-                }
             http_listeners = await open_listeners(
                 config.host, config.port, backlog=2048, reuse_port=config.reuse_port
             )
@@ -196,6 +184,8 @@ async def run_server(
                 if supervisor is not None:
                     nursery.start_soon(_in_scope, supervisor_scope, supervisor.run)
                 async with trio.open_nursery() as ws_nursery:
+                    if worker_metrics is not None:
+                        await ws_nursery.start(worker_metrics.serve)
                     ws_port = await ws_nursery.start(
                         partial(
                             serve_websockets,
@@ -246,6 +236,34 @@ async def run_server(
         supervisor.raise_if_lost()  # after the graceful shutdown: exit status 1
     log.info("locshare stopped")
     del embedded  # the embedded PostgreSQL stops when the process exits
+
+
+def _worker_parts(
+    config: Config, hub: Hub, metrics: Metrics | None, service: Service
+) -> tuple[Handoff | None, WorkerMetrics | None]:
+    """A worker of ``--workers N`` (``workers_dir`` and ``worker_slot`` set by the
+    supervisor): its hand-over of WebSockets (with session affinity), its part in
+    scrapes of every worker's metrics, and its place in ``/health/detailed``."""
+    if not config.workers_dir:
+        return None, None
+    index, count = parse_slot(config.worker_slot)
+    directory = Path(config.workers_dir)
+    handoff = None
+    if config.worker_affinity == "session":
+        handoff = Handoff(directory, index, count, hub.stats)
+    worker_metrics = None if metrics is None else WorkerMetrics(metrics, directory, index, count)
+    stats = hub.stats
+    service.worker_state = lambda: {
+        "slot": config.worker_slot,
+        "affinity": config.worker_affinity,
+        "handoffs": {
+            "sent": stats.handoffs_sent,
+            "received": stats.handoffs_received,
+            "failed": stats.handoffs_failed,
+            "refused": stats.handoffs_refused,
+        },
+    }
+    return handoff, worker_metrics
 
 
 def _redact(url: str) -> str:

@@ -129,3 +129,40 @@ async def test_every_metric_the_dashboard_queries_is_exported(server: Running) -
     )
     queried = {m.removesuffix("_total") for m in dashboard_metrics(dashboard) - CLUSTER_ONLY}
     assert queried <= exported, queried - exported
+
+
+# --- --workers: one scrape, every worker ------------------------------------------------
+def _exposition(connections: int, updates: int) -> str:
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+    registry = CollectorRegistry()
+    Gauge("locshare_connections", "Open WebSocket connections.", registry=registry).set(connections)
+    Counter("locshare_updates_received", "Updates.", registry=registry).inc(updates)
+    Histogram("locshare_flush_duration_seconds", "Flushes.", registry=registry).observe(0.01)
+    return generate_latest(registry).decode()
+
+
+def test_worker_metrics_merge_into_one_family_each_labelled_by_worker() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from locshare._metrics import merge_worker_metrics
+
+    text = merge_worker_metrics(
+        {"0": _exposition(3, 10), "1": _exposition(4, 20), "2": None}
+    ).decode()
+    # One HELP and one TYPE line per family (Prometheus refuses a family twice).
+    assert text.count("# TYPE locshare_connections gauge") == 1
+    assert text.count("# TYPE locshare_updates_received_total counter") == 1
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    by_worker = {s.labels["worker"]: s.value for s in families["locshare_connections"].samples}
+    assert by_worker == {"0": 3.0, "1": 4.0}
+    updates = {
+        s.labels["worker"]: s.value
+        for s in families["locshare_updates_received"].samples
+        if s.name.endswith("_total")
+    }
+    assert updates == {"0": 10.0, "1": 20.0}
+    buckets = [s for s in families["locshare_flush_duration_seconds"].samples if "le" in s.labels]
+    assert {s.labels["worker"] for s in buckets} == {"0", "1"}
+    up = {s.labels["worker"]: s.value for s in families["locshare_worker_scrape_up"].samples}
+    assert up == {"0": 1.0, "1": 1.0, "2": 0.0}  # worker 2 did not answer

@@ -118,10 +118,8 @@ class Supervisor:
             redis_dir = self.data_dir / "redis"
             if not redis_url:
                 redis_url, redis = await self._start_redis(redis_dir)
-            # Session affinity: each worker's hand-over socket (net/_handoff.py).
-            handoff_dir = ""
-            if config.worker_affinity == "session":
-                handoff_dir = str(_fresh_directory(self.data_dir / "workers"))
+            # The workers' sockets: hand-overs (net/_handoff.py) and metrics (_metrics.py).
+            workers_dir = str(_fresh_directory(self.data_dir / "workers"))
             http = reserve_port(config.host, config.port)
             ws = reserve_port(config.host, config.ws_port)
             try:
@@ -141,7 +139,7 @@ class Supervisor:
                         ws_port=str(ws.getsockname()[1]),
                         reuse_port="true",
                         workers="1",
-                        handoff_dir=handoff_dir,
+                        workers_dir=workers_dir,
                     )
                     log.info(
                         "starting workers",
@@ -161,8 +159,7 @@ class Supervisor:
             finally:
                 http.close()
                 ws.close()
-                if handoff_dir:
-                    shutil.rmtree(handoff_dir, ignore_errors=True)
+                shutil.rmtree(workers_dir, ignore_errors=True)
                 if redis is not None:
                     redis.terminate()
                     with trio.move_on_after(5) as waited:

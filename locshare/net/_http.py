@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -97,7 +97,7 @@ def create_app(
     max_body_bytes: int,
     tile_url: str = "",
     tile_attribution: str = "",
-    render_metrics: Callable[[], bytes] | None = None,
+    render_metrics: Callable[[], Awaitable[bytes]] | None = None,
 ) -> QuartTrio:
     app = QuartTrio("locshare")
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
@@ -309,7 +309,7 @@ def create_app(
 
         @app.get("/metrics")
         async def metrics() -> Response:
-            return Response(render_metrics(), content_type=METRICS_CONTENT_TYPE)
+            return Response(await render_metrics(), content_type=METRICS_CONTENT_TYPE)
 
     register_web_routes(app, service, tile_url=tile_url, tile_attribution=tile_attribution)
     return app

@@ -21,6 +21,7 @@ import orjson
 import psutil
 import pytest
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.cluster.conftest import redis_required
 from tests.net.test_websocket import _hold
@@ -212,6 +213,21 @@ async def test_each_session_stays_in_the_worker_that_owns_it(tmp_path: Path) -> 
                         w["handoffs"]["failed"] == w["handoffs"]["refused"] == 0
                         for w in seen.values()
                     )
+                    # One scrape of the shared port has every worker's metrics.
+                    async with httpx.AsyncClient(base_url=base) as fresh:
+                        text = (await fresh.get("/metrics")).text
+                    families = {f.name: f for f in text_string_to_metric_families(text)}
+                    up = families["locshare_worker_scrape_up"].samples
+                    assert {(s.labels["worker"], s.value) for s in up} == {("0", 1), ("1", 1)}
+                    connections = families["locshare_connections"].samples
+                    assert {s.labels["worker"] for s in connections} == {"0", "1"}
+                    assert sum(s.value for s in connections) == 16
+                    handed = [
+                        s
+                        for s in families["locshare_handoffs_sent"].samples
+                        if s.name.endswith("_total")
+                    ]
+                    assert sum(s.value for s in handed) == sent
                     # The owner of session 0 dies: its members reconnect to the other
                     # worker, which serves them while the hand-over has nowhere to go.
                     victim = slots[0]
