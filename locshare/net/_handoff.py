@@ -61,8 +61,6 @@ _MAX_FDS: Final = 4  # room to receive (and close) a few more than the one allow
 # served where it landed (the owner is stuck, or far behind).
 SEND_WAIT_S: Final = 1.0
 RECEIVE_BATCH: Final = 256  # datagrams taken per wake-up before yielding
-# The owner restarted (a connected socket to its old endpoint refuses): connect again.
-_RECONNECT_ERRNOS: Final = frozenset({errno.ECONNREFUSED, errno.ENOTCONN, errno.ECONNRESET})
 # The owner not running (yet): expected during a restart, not worth a log line.
 _QUIET_ERRNOS: Final = frozenset({errno.ENOENT, errno.ECONNREFUSED})
 
@@ -119,9 +117,13 @@ class Handoff:
         ]
         failure: OSError | None = None
         with trio.move_on_after(self.wait_s):
-            for attempt in range(2):
+            for _attempt in range(2):
                 try:
                     sock, lock = self._peer(owner)
+                except OSError as exc:  # the owner is not there (yet): no socket to reach
+                    failure = exc
+                    break
+                try:
                     async with lock:  # one waiter per descriptor, as trio requires
                         while True:
                             try:
@@ -131,13 +133,11 @@ class Handoff:
                                 continue
                             self.stats.handoffs_sent += 1
                             return True
-                except OSError as exc:
-                    # The owner restarted (its old endpoint refuses) or is not there yet.
-                    self._forget(owner)
-                    failure = exc
-                    if attempt == 0 and exc.errno in _RECONNECT_ERRNOS:
-                        continue
-                    break
+                except (OSError, trio.ClosedResourceError) as exc:
+                    # The owner restarted: the socket connected to its old endpoint
+                    # refuses (or another sender closed it for that). Once more, anew.
+                    self._forget(owner, sock)
+                    failure = exc if isinstance(exc, OSError) else None
         self.stats.handoffs_failed += 1
         if failure is not None and failure.errno not in _QUIET_ERRNOS:
             log.warning("hand-over to worker %d failed (%s); serving here", owner, failure)
@@ -159,11 +159,12 @@ class Handoff:
             peer = self._peers[owner] = (sock, trio.Lock())
         return peer
 
-    def _forget(self, owner: int) -> None:
-        peer = self._peers.pop(owner, None)
-        if peer is not None:
-            trio.lowlevel.notify_closing(peer[0])
-            peer[0].close()
+    def _forget(self, owner: int, sock: socket.socket) -> None:
+        if owner in self._peers and self._peers[owner][0] is sock:
+            del self._peers[owner]
+        if sock.fileno() != -1:
+            trio.lowlevel.notify_closing(sock)
+            sock.close()
 
     async def receive(
         self,
@@ -254,5 +255,5 @@ class Handoff:
             return None
 
     def close(self) -> None:
-        for owner in list(self._peers):
-            self._forget(owner)
+        for owner, (sock, _) in list(self._peers.items()):
+            self._forget(owner, sock)

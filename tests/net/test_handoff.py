@@ -179,6 +179,35 @@ async def test_a_burst_waits_for_room_instead_of_failing(pair: Pair) -> None:
         await stream.aclose()
 
 
+async def test_a_restarted_owner_is_reached_at_its_new_socket(tmp_path: Path) -> None:
+    """The sender keeps a socket connected to each owner; after the owner restarted
+    (a new process binds the same path) that socket refuses, and the sender connects
+    again instead of failing."""
+    directory = tmp_path / "workers"
+    directory.mkdir(mode=0o700)
+    sender = Handoff(directory, 0, 2, HubStats())
+    (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listener.socket.getsockname()[1]
+    for generation in range(2):
+        owner = Owner()
+        receiver = Handoff(directory, 1, 2, HubStats())
+        async with trio.open_nursery() as nursery:
+            await nursery.start(receiver.receive, owner.handler, nursery)
+            async with await trio.open_tcp_stream("127.0.0.1", port):
+                accepted = await listener.accept()
+                assert await sender.send(accepted, b"gen%d" % generation, proxied=False, owner=1)
+                await accepted.aclose()
+                with trio.fail_after(5):
+                    await owner.arrived.wait()
+                assert owner.handed[0][1] == b"gen%d" % generation
+                await owner.handed[0][0].aclose()
+            nursery.cancel_scope.cancel()  # the owner "dies"; its socket file goes
+    assert sender.stats.handoffs_sent == 2
+    assert sender.stats.handoffs_failed == 0
+    sender.close()
+    await listener.aclose()
+
+
 async def test_a_handshake_too_big_for_one_datagram_is_served_here(pair: Pair) -> None:
     client, accepted = await pair.accepted()
     assert not await pair.sender.send(accepted, b"x" * (200 * 1024), proxied=False, owner=1)
