@@ -33,6 +33,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -805,6 +807,47 @@ def http_requests_served(metrics: str, route: str) -> float:
     return sum(float(value) for value in pattern.findall(metrics))
 
 
+@asynccontextmanager
+async def nginx_in_front(
+    site: str, nodes: dict[str, Running], directory: Path
+) -> AsyncIterator[tuple[int, Path]]:
+    """A real nginx running ``site`` (nginx.conf or a variant of it) with its upstream
+    servers pointed at ``nodes`` (``locshare-1``... -> a running server); yields its
+    port and its error log, and stops it."""
+    nginx = require_tool("nginx", "/usr/sbin/nginx")
+    # Bound here on port 0 and handed over (nginx inherits listening sockets named in
+    # $NGINX), so the test never picks a port.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    port = listener.getsockname()[1]
+    site = site.replace("listen 8080;", f"listen 127.0.0.1:{port};")
+    for name, node in nodes.items():
+        site, count = re.subn(
+            rf"(?m)^(\s*server\s+){name}:8080(.*?) resolve\b",
+            rf"\g<1>127.0.0.1:{node.info.port}\2",
+            site,
+        )
+        assert count == 1, name
+    main = nginx_main_config(directory, site)
+    log = directory / "error.log"
+    process = await trio.lowlevel.open_process(
+        [nginx, "-p", str(directory), "-c", str(main), "-e", str(log), "-g", "daemon off;"],
+        env={**os.environ, "NGINX": f"{listener.fileno()};"},
+        pass_fds=(listener.fileno(),),
+    )
+    listener.close()
+    try:
+        yield port, log
+    finally:
+        process.terminate()
+        with trio.move_on_after(10) as cleanup:
+            cleanup.shield = True
+            await process.wait()
+        if process.returncode is None:
+            process.kill()
+
+
 async def test_nginx_config_balances_real_nodes_and_fails_over(
     database_url: str, tmp_path: Path
 ) -> None:
@@ -813,7 +856,6 @@ async def test_nginx_config_balances_real_nodes_and_fails_over(
     REST requests alternate between the nodes; WebSockets pass the upgrade through to
     both; stopping a node closes its sockets with 1001 through nginx, and the client's
     reconnect and every request after that reach the remaining node; /metrics is 404."""
-    nginx = require_tool("nginx", "/usr/sbin/nginx")
     stop_two, two_stopped = trio.Event(), trio.Event()
 
     async def node_two(task_status: trio.TaskStatus[Running]) -> None:
@@ -830,30 +872,11 @@ async def test_nginx_config_balances_real_nodes_and_fails_over(
             trio.open_nursery() as nodes,
         ):
             two: Running = await nodes.start(node_two)
-            # Bound here on port 0 and handed over (nginx inherits listening sockets
-            # named in $NGINX), so the test never picks a port.
-            listener = socket.socket()
-            listener.bind(("127.0.0.1", 0))
-            listener.listen(64)
-            port = listener.getsockname()[1]
-            site = NGINX_CONF.read_text().replace("listen 8080;", f"listen 127.0.0.1:{port};")
-            for name, node in (("locshare-1", one), ("locshare-2", two)):
-                site, count = re.subn(
-                    rf"(?m)^(\s*server\s+){name}:8080(.*?) resolve\b",
-                    rf"\g<1>127.0.0.1:{node.info.port}\2",
-                    site,
-                )
-                assert count == 1, name
-            main = nginx_main_config(tmp_path, site)
-            log = tmp_path / "error.log"
-            process = await trio.lowlevel.open_process(
-                [nginx, "-p", str(tmp_path), "-c", str(main), "-e", str(log), "-g", "daemon off;"],
-                env={**os.environ, "NGINX": f"{listener.fileno()};"},
-                pass_fds=(listener.fileno(),),
-            )
-            listener.close()
             try:
                 async with (
+                    nginx_in_front(
+                        NGINX_CONF.read_text(), {"locshare-1": one, "locshare-2": two}, tmp_path
+                    ) as (port, log),
                     httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as lb,
                     trio.open_nursery() as clients,
                 ):
@@ -900,13 +923,58 @@ async def test_nginx_config_balances_real_nodes_and_fails_over(
                         assert answer.status_code == 200, log.read_text()
                     clients.cancel_scope.cancel()
             finally:
-                process.terminate()
-                with trio.move_on_after(10) as cleanup:
-                    cleanup.shield = True
-                    await process.wait()
-                if process.returncode is None:
-                    process.kill()
                 stop_two.set()
+
+
+async def test_nginx_sticky_variant_keeps_each_session_on_one_node(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The ``#sticky`` variant in front of two real servers, with the URLs the web page
+    and the app use (``/ws?token=...&session=<id>``): every socket of a session and
+    every request under ``/api/sessions/<id>`` reach the same node, for each of several
+    sessions (which between them use both nodes)."""
+    with trio.fail_after(90):
+        async with (
+            running(server_config(database_url, tmp_path / "one")) as one,
+            running(server_config(database_url, tmp_path / "two")) as two,
+            nginx_in_front(
+                sticky_variant(NGINX_CONF.read_text()),
+                {"locshare-1": one, "locshare-2": two},
+                tmp_path,
+            ) as (port, _log),
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as lb,
+            trio.open_nursery() as clients,
+        ):
+
+            async def joins_served() -> list[float]:
+                route = "/api/sessions/<session_id>/join"
+                return [
+                    http_requests_served((await node.http.get("/metrics")).text, route)
+                    for node in (one, two)
+                ]
+
+            for number in range(6):
+                session_id = (await lb.post("/api/sessions", json={})).json()["session_id"]
+                sockets_before = [node.hub.stats.connections_opened for node in (one, two)]
+                joins_before = await joins_served()
+                for name in ("Ann", "Bo", "Cy"):
+                    joined = await lb.post(
+                        f"/api/sessions/{session_id}/join", json={"display_name": name}
+                    )
+                    token = joined.json()["websocket_token"]
+                    resource = f"/ws?token={token}&session={session_id}"
+                    ws = await clients.start(hold_websocket, port, resource)
+                    assert orjson.loads(await ws.get_message())["type"] == "session_state"
+                sockets = [
+                    node.hub.stats.connections_opened - then
+                    for node, then in zip((one, two), sockets_before, strict=True)
+                ]
+                joins_after = await joins_served()
+                joins = [now - then for now, then in zip(joins_after, joins_before, strict=True)]
+                # All three sockets and all three joins on one node, the same one.
+                assert sorted(sockets) == [0, 3], (number, sockets)
+                assert joins == [3 * (count > 0) for count in sockets], (number, joins)
+            clients.cancel_scope.cancel()
 
 
 # --- deploy/kubernetes -------------------------------------------------------------------
