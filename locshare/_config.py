@@ -56,6 +56,17 @@ def _default_data_dir() -> str:
     return str(Path(base) / "locshare")
 
 
+def parse_slot(slot: str) -> tuple[int, int]:
+    """``"index/count"`` (the supervisor's ``worker_slot``) -> (index, count)."""
+    index_text, _, count_text = slot.partition("/")
+    if not (index_text.isdigit() and count_text.isdigit()):
+        raise ValueError(f"worker slot {slot!r}: expected index/count")
+    index, count = int(index_text), int(count_text)
+    if not 0 <= index < count:
+        raise ValueError(f"worker slot {slot!r}: need 0 <= index < count")
+    return index, count
+
+
 @dataclass(frozen=True)
 class Config:
     """All settings of one locshare server.  Immutable; build it with :meth:`load`."""
@@ -421,12 +432,12 @@ class Config:
                 f"{setting_label('workers')}={self.workers!r} must be a number from 1 to 256, or auto"
             )
         if self.workers_dir:
-            index, _, count = self.worker_slot.partition("/")
-            if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+            try:
+                parse_slot(self.worker_slot)
+            except ValueError as exc:
                 raise ConfigError(
-                    f"{setting_label('workers_dir')} needs {setting_label('worker_slot')}"
-                    f" as index/count, got {self.worker_slot!r}"
-                )
+                    f"{setting_label('workers_dir')} needs {setting_label('worker_slot')}: {exc}"
+                ) from None
         if self.redis_url and not self.jwt_secret:
             raise ConfigError(
                 f"cluster mode ({setting_label('redis_url')}) needs {setting_label('jwt_secret')}:"

@@ -33,11 +33,11 @@ from hypercorn.middleware import ProxyFixMiddleware
 
 from ._auth import TokenAuthority, load_or_create_secret
 from ._clock import WallClock
-from ._config import Config
+from ._config import Config, parse_slot
 from ._metrics import Metrics, WorkerMetrics
 from .cluster import open_bus
 from .net._front import NoWebSockets, serve_http
-from .net._handoff import Handoff, parse_slot
+from .net._handoff import Handoff
 from .net._http import create_app
 from .net._wsserver import open_listeners, serve_websockets
 from .runtime import Hub, RuntimeSettings, open_hub

@@ -73,17 +73,6 @@ def socket_path(directory: str | Path, index: int) -> Path:
     return Path(directory) / f"w{index}.sock"
 
 
-def parse_slot(slot: str) -> tuple[int, int]:
-    """``"index/count"`` (the supervisor's ``worker_slot``) -> (index, count)."""
-    index_text, _, count_text = slot.partition("/")
-    if not (index_text.isdigit() and count_text.isdigit()):
-        raise ValueError(f"worker slot {slot!r}: expected index/count")
-    index, count = int(index_text), int(count_text)
-    if not 0 <= index < count:
-        raise ValueError(f"worker slot {slot!r}: need 0 <= index < count")
-    return index, count
-
-
 @dataclass
 class Handoff:
     """This worker's side: whom a session belongs to, sending, and receiving."""

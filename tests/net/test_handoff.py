@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from locshare.net._handoff import Handoff, parse_slot, socket_path
+from locshare._config import parse_slot
+from locshare.net._handoff import Handoff, socket_path
 from locshare.runtime._stats import HubStats
 
 
